@@ -1,0 +1,1 @@
+//! hypervisor (being written).

@@ -1,0 +1,1 @@
+//! guests (being written).
