@@ -1,1 +1,43 @@
-//! devices (being written).
+//! Device models of the oxvmm platform, and the bus they sit on.
+//!
+//! This crate owns:
+//! - [`bus`]: an address-range → device map used for both port I/O and MMIO dispatch;
+//! - the narrow traits through which devices reach the outside world ([`IrqLine`],
+//!   [`MsiSink`], [`PowerEvents`], [`WallClock`], [`MonotonicClock`]);
+//! - the legacy platform devices described in `docs/platform.md`: the COM1 16550
+//!   ([`serial`]), the i8042 keyboard controller ([`i8042`]), the CMOS RTC and NVRAM
+//!   ([`cmos`]), ACPI fixed hardware ([`acpi_pm`]) and the userspace IOAPIC ([`ioapic`]).
+//!
+//! What it must not do: depend on KVM or any hypervisor crate, open devices, spawn threads or
+//! read the clock except through the traits above. Devices are inserted into a [`Bus`] at the
+//! base address the VMM chooses (the platform's numbers live in the `arch` crate) and see only
+//! offsets relative to that base, so everything here is unit-tested with fakes and no
+//! `/dev/kvm`.
+//!
+//! Every device treats the guest as hostile: any offset, access width or value a guest can
+//! produce is handled without panicking.
+
+pub mod acpi_pm;
+pub mod bus;
+pub mod cmos;
+pub mod i8042;
+pub mod ioapic;
+pub mod serial;
+mod traits;
+
+pub use acpi_pm::AcpiPm;
+pub use bus::{Bus, BusDevice, BusError};
+pub use cmos::Cmos;
+pub use i8042::{I8042, I8042Error};
+pub use ioapic::{Ioapic, IoapicError, IoapicPin};
+pub use serial::{Serial, SerialError};
+pub use traits::{
+    IrqLine, MonotonicClock, MsiMessage, MsiSink, PowerEvents, SystemMonotonicClock,
+    SystemWallClock, WallClock,
+};
+
+#[cfg(test)]
+mod test_utils;
+
+#[cfg(test)]
+mod random_access_tests;

@@ -1,1 +1,20 @@
-//! vmm (being written).
+//! The vmm crate builds and runs one VM from a [`VmConfig`]: guest memory, the payload, the
+//! platform devices, one thread per vCPU, and the event loop; it reboots the VM in place on a
+//! guest reset.
+//!
+//! It talks to KVM only through the `hypervisor` crate and knows nothing of HTTP, XML or the
+//! management daemon.
+
+pub mod config;
+mod device_manager;
+mod error;
+mod event_loop;
+mod events;
+mod loader;
+mod memory;
+mod vcpu;
+mod vm;
+
+pub use config::VmConfig;
+pub use error::{KernelError, VmmError};
+pub use vm::{VmOutcome, run_vm};

@@ -1,0 +1,125 @@
+use kvm_bindings::{
+    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_MSI, KvmIrqRouting, kvm_enable_cap,
+    kvm_irq_routing_entry, kvm_irq_routing_msi, kvm_msi, kvm_userspace_memory_region,
+};
+use kvm_ioctls::VmFd;
+
+use crate::{HypervisorError, Result, vcpu::Vcpu};
+
+/// Pins the userspace IOAPIC may route through KVM (the 82093AA has 24).
+const IOAPIC_PINS: u64 = 24;
+
+/// One guest-physical range backed by host memory.
+#[derive(Clone, Copy, Debug)]
+pub struct MemorySlot {
+    /// Guest physical address of the first byte.
+    pub guest_addr: u64,
+    /// Length in bytes (a multiple of the page size).
+    pub size: u64,
+    /// Host virtual address of the first byte.
+    pub host_addr: u64,
+}
+
+/// A KVM virtual machine.
+pub struct Vm {
+    fd: VmFd,
+    next_slot: u32,
+}
+
+impl Vm {
+    pub(crate) fn new(fd: VmFd, tss_addr: u64, identity_map_addr: u64) -> Result<Self> {
+        fd.set_identity_map_address(identity_map_addr)
+            .map_err(HypervisorError::ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        let tss = usize::try_from(tss_addr).map_err(|_| HypervisorError::Ioctl {
+            operation: "KVM_SET_TSS_ADDR",
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        })?;
+        fd.set_tss_address(tss)
+            .map_err(HypervisorError::ioctl("KVM_SET_TSS_ADDR"))?;
+        let split_irqchip = kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            args: [IOAPIC_PINS, 0, 0, 0],
+            ..Default::default()
+        };
+        fd.enable_cap(&split_irqchip)
+            .map_err(HypervisorError::ioctl(
+                "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+            ))?;
+        Ok(Vm { fd, next_slot: 0 })
+    }
+
+    /// Makes `slot` guest memory.
+    ///
+    /// # Safety
+    ///
+    /// `slot.host_addr .. slot.host_addr + slot.size` must be a mapping that stays valid (not
+    /// unmapped or remapped) for as long as this VM exists: the guest reads and writes it.
+    pub unsafe fn add_memory(&mut self, slot: MemorySlot) -> Result<()> {
+        let region = kvm_userspace_memory_region {
+            slot: self.next_slot,
+            flags: 0,
+            guest_phys_addr: slot.guest_addr,
+            memory_size: slot.size,
+            userspace_addr: slot.host_addr,
+        };
+        // SAFETY: the caller guarantees the host range outlives the VM (this function's contract).
+        unsafe { self.fd.set_user_memory_region(region) }
+            .map_err(HypervisorError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        self.next_slot += 1;
+        Ok(())
+    }
+
+    /// Creates vCPU `index`; its APIC ID is `index`, and vCPU 0 is the bootstrap processor.
+    pub fn create_vcpu(&self, index: u8) -> Result<Vcpu> {
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(index))
+            .map_err(HypervisorError::ioctl("KVM_CREATE_VCPU"))?;
+        Ok(Vcpu::new(fd, index))
+    }
+
+    /// Injects a message-signalled interrupt (`KVM_SIGNAL_MSI`).
+    pub fn signal_msi(&self, address: u64, data: u32) -> Result<()> {
+        let msi = kvm_msi {
+            address_lo: address as u32,
+            address_hi: (address >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        self.fd
+            .signal_msi(msi)
+            .map_err(HypervisorError::ioctl("KVM_SIGNAL_MSI"))?;
+        Ok(())
+    }
+
+    /// Replaces the VM's GSI routing table with MSI routes `(gsi, address, data)`. With the
+    /// split irqchip, KVM reports the EOI of a level-triggered vector to userspace only when a
+    /// route below the IOAPIC's pin count carries it.
+    pub fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<()> {
+        let entries: Vec<kvm_irq_routing_entry> = routes
+            .iter()
+            .map(|&(gsi, address, data)| {
+                let mut entry = kvm_irq_routing_entry {
+                    gsi,
+                    type_: KVM_IRQ_ROUTING_MSI,
+                    ..Default::default()
+                };
+                entry.u.msi = kvm_irq_routing_msi {
+                    address_lo: address as u32,
+                    address_hi: (address >> 32) as u32,
+                    data,
+                    ..Default::default()
+                };
+                entry
+            })
+            .collect();
+        let routing =
+            KvmIrqRouting::from_entries(&entries).map_err(|_| HypervisorError::Ioctl {
+                operation: "KVM_SET_GSI_ROUTING (too many routes)",
+                source: std::io::Error::from_raw_os_error(libc::E2BIG),
+            })?;
+        self.fd
+            .set_gsi_routing(&routing)
+            .map_err(HypervisorError::ioctl("KVM_SET_GSI_ROUTING"))
+    }
+}

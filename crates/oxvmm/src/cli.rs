@@ -1,0 +1,269 @@
+//! Command-line parsing and the merge of `--config FILE.json` with explicit options.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use vmm::VmConfig;
+use vmm::config::{
+    BUILTIN_OXGUEST, BootProtocol, CpusConfig, MemoryConfig, OnReboot, PayloadConfig, SerialConfig,
+    parse_memory_mib,
+};
+
+/// The command line of oxvmm.
+#[derive(Parser, Debug)]
+#[command(
+    name = "oxvmm",
+    version,
+    about = "Run one virtual machine on KVM",
+    after_help = "Exit status: 0 when the guest powers off (or resets with --on-reboot exit), \
+                  1 on a configuration or host error, 2 when the guest crashes."
+)]
+pub struct Args {
+    /// Kernel to boot: an ELF vmlinux (PVH or 64-bit entry) or a bzImage.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initramfs to load.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", allow_hyphen_values = true)]
+    cmdline: Option<String>,
+    /// Guest memory, e.g. 256M or 1G (a bare number is MiB) [default: 256M].
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Where COM1 goes: stdio, file=PATH or off [default: stdio].
+    #[arg(long, value_name = "DEST")]
+    serial: Option<String>,
+    /// What a guest reset does: restart (reboot in place) or exit [default: restart].
+    #[arg(long, value_name = "ACTION")]
+    on_reboot: Option<String>,
+    /// CPUID changes: -name removes a feature, +name requires it (e.g. -cx16,-xsave).
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    cpu_features: Option<String>,
+    /// ELF entry point: auto (PVH if present), linux64 or pvh [default: auto].
+    #[arg(long, value_name = "PROTOCOL")]
+    boot_protocol: Option<String>,
+    /// Read the VM configuration from a JSON file; other options override its values.
+    #[arg(long, value_name = "FILE.json")]
+    config: Option<PathBuf>,
+    /// Boot the demo guest built into oxvmm (honours --cpus and --memory).
+    #[arg(long)]
+    demo: bool,
+    /// Print the effective configuration as JSON and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Log level on standard error: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: tracing::Level,
+}
+
+/// What parsing decided.
+pub enum Parsed {
+    /// Run with these arguments.
+    Run(Box<Args>),
+    /// Help or version was printed: exit with this status.
+    Exit(ExitCode),
+}
+
+/// Parses arguments; usage errors come back as one-line errors (exit status 1, not clap's 2).
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Parsed> {
+    match Args::try_parse_from(args) {
+        Ok(args) => Ok(Parsed::Run(Box::new(args))),
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            Ok(Parsed::Exit(ExitCode::SUCCESS))
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            Err(anyhow!("{first} (see oxvmm --help)"))
+        }
+    }
+}
+
+/// Builds the effective configuration: the `--config` file if any, then each option given.
+pub fn build_config(args: &Args) -> anyhow::Result<VmConfig> {
+    let mut config = match &args.config {
+        Some(path) => read_config_file(path)?,
+        None => {
+            let kernel = match (&args.kernel, args.demo) {
+                (Some(kernel), _) => kernel.clone(),
+                (None, true) => PathBuf::from(BUILTIN_OXGUEST),
+                (None, false) => bail!("--kernel PATH is required (or --demo, or --config FILE)"),
+            };
+            VmConfig {
+                payload: PayloadConfig {
+                    kernel,
+                    initrd: None,
+                    cmdline: String::new(),
+                    boot_protocol: BootProtocol::Auto,
+                },
+                cpus: CpusConfig::default(),
+                memory: MemoryConfig::default(),
+                serial: SerialConfig::default(),
+                on_reboot: OnReboot::default(),
+            }
+        }
+    };
+    apply_overrides(args, &mut config)?;
+    Ok(config)
+}
+
+fn read_config_file(path: &PathBuf) -> anyhow::Result<VmConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("--config {}: {e}", path.display()))
+}
+
+fn apply_overrides(args: &Args, config: &mut VmConfig) -> anyhow::Result<()> {
+    if args.demo {
+        config.payload.kernel = PathBuf::from(BUILTIN_OXGUEST);
+        if args.cmdline.is_none() && config.payload.cmdline.is_empty() {
+            config.payload.cmdline = "demo".to_string();
+        }
+    } else if let Some(kernel) = &args.kernel {
+        config.payload.kernel = kernel.clone();
+    }
+    if let Some(initrd) = &args.initrd {
+        config.payload.initrd = Some(initrd.clone());
+    }
+    if let Some(cmdline) = &args.cmdline {
+        config.payload.cmdline = cmdline.clone();
+    }
+    if let Some(memory) = &args.memory {
+        config.memory.size_mib = parse_memory_mib(memory).map_err(|e| anyhow!("--memory {e}"))?;
+    }
+    if let Some(cpus) = &args.cpus {
+        config.cpus.count = parse_cpus(cpus)?;
+    }
+    if let Some(serial) = &args.serial {
+        config.serial = serial.parse().map_err(|e| anyhow!("--serial {e}"))?;
+    }
+    if let Some(on_reboot) = &args.on_reboot {
+        config.on_reboot = on_reboot.parse().map_err(|e| anyhow!("--on-reboot {e}"))?;
+    }
+    if let Some(features) = &args.cpu_features {
+        config.cpus.features = features.clone();
+    }
+    if let Some(protocol) = &args.boot_protocol {
+        config.payload.boot_protocol = protocol
+            .parse()
+            .map_err(|e| anyhow!("--boot-protocol {e}"))?;
+    }
+    Ok(())
+}
+
+fn parse_cpus(text: &str) -> anyhow::Result<u8> {
+    let count: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--cpus {text:?}: expected a number of vCPUs"))?;
+    u8::try_from(count)
+        .ok()
+        .filter(|&n| n < u8::MAX)
+        .ok_or_else(|| anyhow!("--cpus {count}: above the 254 vCPUs oxvmm supports"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        let argv = std::iter::once("oxvmm")
+            .chain(list.iter().copied())
+            .map(OsString::from);
+        match parse_args(argv).unwrap() {
+            Parsed::Run(args) => *args,
+            Parsed::Exit(_) => panic!("unexpected exit"),
+        }
+    }
+
+    #[test]
+    fn options_fill_the_config() {
+        let config = build_config(&args(&[
+            "--kernel",
+            "/k",
+            "--memory",
+            "1G",
+            "--cpus",
+            "2",
+            "--serial",
+            "off",
+            "--on-reboot",
+            "exit",
+            "--cpu-features",
+            "-cx16,-xsave",
+            "--cmdline",
+            "a b",
+        ]))
+        .unwrap();
+        assert_eq!(config.payload.kernel, PathBuf::from("/k"));
+        assert_eq!(config.memory.size_mib, 1024);
+        assert_eq!(config.cpus.count, 2);
+        assert_eq!(config.cpus.features, "-cx16,-xsave");
+        assert_eq!(config.serial, SerialConfig::Off);
+        assert_eq!(config.on_reboot, OnReboot::Exit);
+        assert_eq!(config.payload.cmdline, "a b");
+    }
+
+    #[test]
+    fn demo_uses_the_builtin_guest_and_keeps_cpus_and_memory() {
+        let config = build_config(&args(&["--demo", "--cpus", "2", "--memory", "128M"])).unwrap();
+        assert_eq!(config.payload.kernel, PathBuf::from(BUILTIN_OXGUEST));
+        assert_eq!(config.payload.cmdline, "demo");
+        assert_eq!(config.cpus.count, 2);
+        assert_eq!(config.memory.size_mib, 128);
+    }
+
+    #[test]
+    fn bad_values_name_the_option_and_value() {
+        let err = |list: &[&str]| build_config(&args(list)).unwrap_err().to_string();
+        assert!(err(&["--kernel", "/k", "--memory", "foo"]).starts_with("--memory \"foo\""));
+        assert!(err(&["--kernel", "/k", "--cpus", "x"]).starts_with("--cpus \"x\""));
+        assert!(err(&["--kernel", "/k", "--cpus", "300"]).starts_with("--cpus 300"));
+        assert!(err(&["--kernel", "/k", "--serial", "tty"]).starts_with("--serial \"tty\""));
+        assert!(err(&[]).contains("--kernel"));
+    }
+
+    #[test]
+    fn unknown_options_are_one_line_errors() {
+        let argv = ["oxvmm", "--bogus"].map(OsString::from);
+        let err = parse_args(argv).err().unwrap().to_string();
+        assert!(err.contains("--bogus") && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn the_config_file_is_the_base_and_options_override_it() {
+        let dir = std::env::temp_dir().join(format!("oxvmm-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vm.json");
+        std::fs::write(
+            &file,
+            r#"{"payload":{"kernel":"/k","cmdline":"x"},"memory":{"size_mib":64}}"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+
+        let config = build_config(&args(&["--config", path, "--cpus", "2"])).unwrap();
+
+        assert_eq!(config.memory.size_mib, 64);
+        assert_eq!(config.cpus.count, 2);
+        assert_eq!(config.payload.cmdline, "x");
+        std::fs::write(&file, r#"{"payload":{"kernel":"/k"},"cpu":{}}"#).unwrap();
+        let err = build_config(&args(&["--config", path]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field") && err.contains("cpu"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

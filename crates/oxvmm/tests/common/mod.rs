@@ -1,0 +1,122 @@
+//! Helpers for tests that run the real oxvmm binary.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the oxvmm binary under test.
+pub const OXVMM: &str = env!("CARGO_BIN_EXE_oxvmm");
+
+/// What one oxvmm run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (None when killed by a signal).
+    pub code: Option<i32>,
+    /// Everything the guest printed on COM1 (oxvmm's stdout).
+    pub stdout: String,
+    /// oxvmm's own messages.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `TEST <name> ...` line for `name`, panicking with the whole output when absent.
+    pub fn test_line(&self, name: &str) -> &str {
+        let prefix = format!("TEST {name} ");
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no result line for {name}; output:\n{self}"))
+    }
+
+    /// Asserts scenario `name` passed and returns its details.
+    pub fn passed(&self, name: &str) -> &str {
+        let line = self.test_line(name);
+        let details = line
+            .strip_prefix(&format!("TEST {name} PASS"))
+            .unwrap_or_else(|| panic!("scenario {name} did not pass: {line}\n{self}"));
+        details.trim()
+    }
+
+    /// Asserts oxvmm exited with `code`.
+    pub fn assert_exit(&self, code: i32) {
+        assert_eq!(self.code, Some(code), "unexpected exit status\n{self}");
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Fails the test loudly when this machine has no usable /dev/kvm.
+pub fn require_kvm() {
+    let kvm = Path::new("/dev/kvm");
+    assert!(
+        kvm.exists(),
+        "this test needs /dev/kvm, which does not exist on this machine (no KVM)"
+    );
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(kvm) {
+        panic!("this test needs read-write access to /dev/kvm: {e}");
+    }
+}
+
+/// Runs oxvmm with `args`, killing it after `timeout`.
+pub fn oxvmm(args: &[&str], timeout: Duration) -> Run {
+    let mut child = Command::new(OXVMM)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start oxvmm");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for oxvmm") {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "oxvmm {args:?} did not finish within {timeout:?}\n{run}"
+    );
+    run
+}
+
+/// Runs the bundled guest with the given command line and extra options.
+pub fn run_guest(cmdline: &str, extra: &[&str]) -> Run {
+    require_kvm();
+    let mut args = vec!["--kernel", guests::OXGUEST_PATH, "--cmdline", cmdline];
+    args.extend_from_slice(extra);
+    oxvmm(&args, Duration::from_secs(120))
+}

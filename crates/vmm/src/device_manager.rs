@@ -1,0 +1,218 @@
+//! Creates the platform devices, puts them on the port-I/O and MMIO buses, and resets them when
+//! the guest reboots.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex, RwLock};
+
+use arch::layout;
+use devices::acpi_pm::AcpiPm;
+use devices::bus::{Bus, BusDevice};
+use devices::cmos::Cmos;
+use devices::i8042::I8042;
+use devices::ioapic::Ioapic;
+use devices::serial::Serial;
+use devices::{MsiMessage, MsiSink, PowerEvents, SystemWallClock};
+
+use crate::config::{SerialConfig, VmConfig};
+use crate::error::VmmError;
+
+/// Delivers IOAPIC messages to whichever KVM VM is current (a reboot creates a new one), and
+/// mirrors each pin's message as a KVM GSI route so KVM reports level-triggered EOIs.
+#[derive(Default)]
+pub struct MsiRouter {
+    vm: RwLock<Option<Arc<hypervisor::Vm>>>,
+    routes: Mutex<Vec<Option<MsiMessage>>>,
+}
+
+impl MsiRouter {
+    /// Routes later MSIs to `vm` (or nowhere with `None`).
+    pub fn attach(&self, vm: Option<Arc<hypervisor::Vm>>) {
+        *self.vm.write().unwrap_or_else(|e| e.into_inner()) = vm;
+    }
+
+    fn push_routes(&self, routes: &[Option<MsiMessage>]) -> std::io::Result<()> {
+        let table: Vec<(u32, u64, u32)> = routes
+            .iter()
+            .enumerate()
+            .filter_map(|(gsi, route)| route.map(|m| (gsi as u32, m.address, m.data)))
+            .collect();
+        let guard = self.vm.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(vm) => vm
+                .set_msi_routes(&table)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MsiSink for MsiRouter {
+    fn send_msi(&self, address: u64, data: u32) -> std::io::Result<()> {
+        let guard = self.vm.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(vm) => vm
+                .signal_msi(address, data)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    fn route_changed(&self, source: usize, message: Option<MsiMessage>) -> std::io::Result<()> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.len() <= source {
+            routes.resize(source + 1, None);
+        }
+        if routes[source] == message {
+            return Ok(());
+        }
+        routes[source] = message;
+        self.push_routes(&routes)
+    }
+}
+
+/// The devices of one VM and the buses they sit on.
+pub struct DeviceManager {
+    /// Port I/O bus.
+    pub pio: Bus,
+    /// MMIO bus.
+    pub mmio: Bus,
+    /// The userspace IOAPIC (vCPU threads forward EOIs to it).
+    pub ioapic: Arc<Mutex<Ioapic>>,
+    /// Where IOAPIC interrupts go.
+    pub msi: Arc<MsiRouter>,
+    serial: Arc<Mutex<Serial>>,
+    i8042: Arc<Mutex<I8042>>,
+    cmos: Arc<Mutex<Cmos>>,
+    acpi_pm: Arc<Mutex<AcpiPm>>,
+}
+
+fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmError> {
+    Ok(match config {
+        SerialConfig::Stdio => Box::new(std::io::stdout()),
+        SerialConfig::Off => Box::new(std::io::sink()),
+        SerialConfig::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| VmmError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+    })
+}
+
+fn insert(
+    bus: &mut Bus,
+    device: Arc<Mutex<dyn BusDevice>>,
+    base: u64,
+    len: u64,
+    name: &'static str,
+) -> Result<(), VmmError> {
+    bus.insert(device, base, len).map_err(|e| VmmError::Device {
+        device: name,
+        problem: e.to_string(),
+    })
+}
+
+impl DeviceManager {
+    /// Creates every platform device for `config`; power events go to `power`.
+    pub fn new(config: &VmConfig, power: Arc<dyn PowerEvents>) -> Result<Self, VmmError> {
+        let msi = Arc::new(MsiRouter::default());
+        let ioapic = Arc::new(Mutex::new(Ioapic::new(msi.clone())));
+        let serial = Arc::new(Mutex::new(Serial::new(
+            Ioapic::pin(&ioapic, layout::COM1_IRQ),
+            serial_output(&config.serial)?,
+        )));
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            power.clone(),
+            Ioapic::pin(&ioapic, layout::I8042_IRQ),
+        )));
+        let mut cmos = Cmos::new(Arc::new(SystemWallClock));
+        let memory_bytes = config.memory.size_mib << 20;
+        let below_4g = memory_bytes.min(layout::MMIO_HOLE_START);
+        cmos.set_memory_size(below_4g, memory_bytes - below_4g);
+        cmos.set_cpu_count(config.cpus.count);
+        let cmos = Arc::new(Mutex::new(cmos));
+        let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(
+            power,
+            Ioapic::pin(&ioapic, layout::ACPI_SCI_IRQ),
+        )));
+
+        let mut pio = Bus::new();
+        insert(&mut pio, serial.clone(), layout::COM1_PORT, 8, "serial")?;
+        insert(&mut pio, i8042.clone(), layout::I8042_PORT, 5, "i8042")?;
+        insert(&mut pio, cmos.clone(), layout::CMOS_PORT, 2, "cmos")?;
+        insert(
+            &mut pio,
+            acpi_pm.clone(),
+            layout::ACPI_PM_PORT,
+            layout::ACPI_PM_LEN,
+            "acpi-pm",
+        )?;
+        let mut mmio = Bus::new();
+        insert(
+            &mut mmio,
+            ioapic.clone(),
+            layout::IOAPIC_START,
+            layout::IOAPIC_SIZE,
+            "ioapic",
+        )?;
+        Ok(DeviceManager {
+            pio,
+            mmio,
+            ioapic,
+            msi,
+            serial,
+            i8042,
+            cmos,
+            acpi_pm,
+        })
+    }
+
+    /// Puts every device back in its power-on state for a reboot in place. CMOS NVRAM and the
+    /// serial output destination survive, as on real hardware.
+    pub fn reset(&self) {
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+        self.i8042.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        self.cmos.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        self.acpi_pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+        self.ioapic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+    }
+
+    /// Connects the devices to a freshly created KVM VM (after a reboot, a new one).
+    pub fn attach_vm(&self, vm: Option<Arc<hypervisor::Vm>>) {
+        let attached = vm.is_some();
+        self.msi.attach(vm);
+        if attached {
+            let routes = self
+                .msi
+                .routes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Err(e) = self.msi.push_routes(&routes) {
+                tracing::warn!("cannot install the IOAPIC's GSI routes: {e}");
+            }
+        }
+    }
+
+    /// Feeds host input to the serial port.
+    pub fn serial_input(&self, bytes: &[u8]) {
+        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = serial.enqueue_input(bytes) {
+            tracing::debug!("serial input dropped: {e}");
+        }
+    }
+}

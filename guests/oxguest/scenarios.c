@@ -1,0 +1,300 @@
+#include "scenarios.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "acpi.h"
+#include "cmos.h"
+#include "console.h"
+#include "io.h"
+#include "layout.h"
+#include "power.h"
+#include "smp.h"
+#include "string.h"
+#include "timer.h"
+
+#define WORD_MAX 64
+
+/*
+ * Reset marker in CMOS NVRAM, kept by the VMM across a reset. The word index lets the second
+ * boot resume right after the reset scenario that caused it, even when the same reset
+ * scenario appears twice on the command line.
+ */
+#define NVRAM_MARKER 0x40
+#define NVRAM_METHOD 0x41
+#define NVRAM_WORD 0x42
+#define MARKER_VALUE 0x5A
+#define MARKER_MAX_WORD 255
+
+#define SERIAL_TEMT_TIMEOUT_US 10000
+
+struct ctx {
+	const struct boot_info *info;
+	const char *name;
+	uint32_t word_index;
+	int reset_method;
+};
+
+struct scenario {
+	const char *name;
+	void (*run)(const struct ctx *ctx);
+	int reset_method; /* enum reset_method, 0 for other scenarios */
+};
+
+static void pass(const char *name, const char *details)
+{
+	kprintf("TEST %s PASS%s%s\n", name, details[0] != '\0' ? " " : "", details);
+}
+
+static void failf(const char *name, const char *reason)
+{
+	kprintf("TEST %s FAIL %s\n", name, reason);
+}
+
+static void run_serial(const struct ctx *ctx)
+{
+	char why[80];
+	const uint8_t patterns[2] = {0x5A, 0xA5};
+	for (int i = 0; i < 2; i++) {
+		outb(COM1_PORT + COM1_SCR, patterns[i]);
+		uint8_t got = inb(COM1_PORT + COM1_SCR);
+		if (got != patterns[i]) {
+			ksnprintf(why, sizeof(why), "scratch register: wrote 0x%02x, read 0x%02x",
+				  patterns[i], got);
+			failf(ctx->name, why);
+			return;
+		}
+	}
+	struct deadline d;
+	uint8_t lsr;
+	deadline_start(&d, SERIAL_TEMT_TIMEOUT_US);
+	while (((lsr = inb(COM1_PORT + COM1_LSR)) & (LSR_THRE | LSR_TEMT)) !=
+	       (LSR_THRE | LSR_TEMT)) {
+		if (deadline_expired(&d)) {
+			ksnprintf(why, sizeof(why), "lsr=0x%02x lacks THRE|TEMT", lsr);
+			failf(ctx->name, why);
+			return;
+		}
+	}
+	ksnprintf(why, sizeof(why), "lsr=0x%02x", lsr);
+	pass(ctx->name, why);
+}
+
+static void run_e820(const struct ctx *ctx)
+{
+	const struct boot_info *info = ctx->info;
+	uint64_t usable = e820_usable_bytes(info);
+	char details[96];
+	if (info->e820_count == 0 || usable == 0) {
+		ksnprintf(details, sizeof(details), "no usable RAM in the e820 map (entries=%u)",
+			  info->e820_count);
+		failf(ctx->name, details);
+		return;
+	}
+	ksnprintf(details, sizeof(details), "usable=%llu entries=%u%s", (unsigned long long)usable,
+		  info->e820_count, info->e820_truncated ? " truncated" : "");
+	pass(ctx->name, details);
+	for (uint32_t i = 0; i < info->e820_count; i++) {
+		const struct e820_entry *e = &info->e820[i];
+		kprintf("e820: 0x%016llx 0x%016llx %u\n", (unsigned long long)e->addr,
+			(unsigned long long)(e->addr + e->size), e->type);
+	}
+}
+
+static void run_rtc(const struct ctx *ctx)
+{
+	struct rtc_time t;
+	char text[160];
+	if (!rtc_read(&t, text, sizeof(text))) {
+		failf(ctx->name, text);
+		return;
+	}
+	ksnprintf(text, sizeof(text), "%04u-%02u-%02u %02u:%02u:%02u", t.year, t.month, t.day,
+		  t.hour, t.minute, t.second);
+	pass(ctx->name, text);
+}
+
+static void run_smp(const struct ctx *ctx)
+{
+	const struct smp_result *r = smp_bring_up(ctx->info);
+	char ids[4 * MAX_CPUS];
+	char text[sizeof(ids) + 192];
+	smp_format_ids(r, ",", ids, sizeof(ids));
+	if (r->ok) {
+		ksnprintf(text, sizeof(text), "cpus=%u/%u apic_ids=%s", r->online, r->expected, ids);
+		pass(ctx->name, text);
+	} else {
+		ksnprintf(text, sizeof(text), "%s (cpus=%u/%u apic_ids=%s)", r->error, r->online,
+			  r->expected, ids);
+		failf(ctx->name, text);
+	}
+}
+
+static void run_poweroff(const struct ctx *ctx)
+{
+	pass(ctx->name, "");
+	power_off_or_halt();
+}
+
+static void clear_reset_marker(void)
+{
+	cmos_write(NVRAM_MARKER, 0);
+	cmos_write(NVRAM_METHOD, 0);
+	cmos_write(NVRAM_WORD, 0);
+}
+
+static void run_reset(const struct ctx *ctx)
+{
+	const char *how = reset_method_name(ctx->reset_method);
+	char why[96];
+	if (ctx->word_index > MARKER_MAX_WORD) {
+		ksnprintf(why, sizeof(why), "word %u is past the %u the reset marker can record",
+			  ctx->word_index, MARKER_MAX_WORD);
+		failf(ctx->name, why);
+		return;
+	}
+	if (ctx->reset_method == RESET_ACPI && !platform()->reset.present) {
+		failf(ctx->name, "FADT has no reset register");
+		return;
+	}
+	/* Marker byte last, so that a half-written marker is never taken as valid. */
+	cmos_write(NVRAM_METHOD, (uint8_t)ctx->reset_method);
+	cmos_write(NVRAM_WORD, (uint8_t)ctx->word_index);
+	cmos_write(NVRAM_MARKER, MARKER_VALUE);
+	kprintf("oxguest: resetting via %s\n", how);
+	reset_machine(ctx->reset_method);
+	clear_reset_marker();
+	ksnprintf(why, sizeof(why), "reset via %s returned", how);
+	failf(ctx->name, why);
+}
+
+static void run_demo(const struct ctx *ctx)
+{
+	const struct smp_result *r = smp_bring_up(ctx->info);
+	char ids[4 * MAX_CPUS];
+	char why[160];
+	struct rtc_time t;
+	smp_format_ids(r, ", ", ids, sizeof(ids));
+	kprintf("oxvmm demo guest\n");
+	kprintf("vCPUs online: %u (APIC IDs %s)\n", r->online, ids);
+	if (!r->ok)
+		kprintf("vCPU start-up problem: %s\n", r->error);
+	kprintf("memory: %llu MiB usable\n", (unsigned long long)(e820_usable_bytes(ctx->info) >> 20));
+	if (rtc_read(&t, why, sizeof(why)))
+		kprintf("RTC: %04u-%02u-%02u %02u:%02u:%02u UTC\n", t.year, t.month, t.day, t.hour,
+			t.minute, t.second);
+	else
+		kprintf("RTC: unreadable (%s)\n", why);
+	kprintf("command line: %s\n", ctx->info->cmdline);
+	kprintf("oxguest: done\n");
+	power_off_or_halt();
+}
+
+static const struct scenario scenarios[] = {
+	{"serial", run_serial, 0},
+	{"e820", run_e820, 0},
+	{"rtc", run_rtc, 0},
+	{"smp", run_smp, 0},
+	{"poweroff", run_poweroff, 0},
+	{"reset", run_reset, RESET_I8042},
+	{"reset-acpi", run_reset, RESET_ACPI},
+	{"reset-triple", run_reset, RESET_TRIPLE_FAULT},
+	{"demo", run_demo, 0},
+};
+
+static const struct scenario *find_scenario(const char *word)
+{
+	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+		if (str_eq(scenarios[i].name, word))
+			return &scenarios[i];
+	}
+	return NULL;
+}
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * Copies the next word at *cursor into word (truncated to WORD_MAX - 1 bytes) and advances
+ * the cursor. Returns false at the end of the string.
+ */
+static bool next_word(const char **cursor, char *word, bool *has_equals)
+{
+	const char *p = *cursor;
+	while (is_space(*p))
+		p++;
+	if (*p == '\0')
+		return false;
+	size_t len = 0;
+	*has_equals = false;
+	for (; *p != '\0' && !is_space(*p); p++) {
+		if (*p == '=')
+			*has_equals = true;
+		if (len + 1 < WORD_MAX)
+			word[len++] = *p;
+	}
+	word[len] = '\0';
+	*cursor = p;
+	return true;
+}
+
+/* Word number index of the command line (counting every word), or false when absent. */
+static bool word_at(const char *cmdline, uint32_t index, char *word)
+{
+	bool has_equals;
+	for (uint32_t i = 0; next_word(&cmdline, word, &has_equals); i++) {
+		if (i == index)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * After a reset scenario rebooted the machine: clears the marker, reports the PASS and returns
+ * the word index to resume after. Returns -1 when there is no (valid) marker.
+ */
+static int take_reset_marker(const struct boot_info *info)
+{
+	if (cmos_read(NVRAM_MARKER) != MARKER_VALUE)
+		return -1;
+	uint8_t method = cmos_read(NVRAM_METHOD);
+	uint8_t index = cmos_read(NVRAM_WORD);
+	clear_reset_marker();
+	char word[WORD_MAX];
+	const struct scenario *s = word_at(info->cmdline, index, word) ? find_scenario(word) : NULL;
+	if (s == NULL || s->reset_method == 0 || s->reset_method != method) {
+		kprintf("oxguest: ignoring stale reset marker (method %u, word %u)\n", method, index);
+		return -1;
+	}
+	kprintf("TEST %s PASS rebooted via %s\n", s->name, reset_method_name(method));
+	return index;
+}
+
+void scenarios_run(const struct boot_info *info)
+{
+	int resume_after = take_reset_marker(info);
+	const char *cursor = info->cmdline;
+	char word[WORD_MAX];
+	bool has_equals;
+	bool any = false;
+	for (uint32_t index = 0; next_word(&cursor, word, &has_equals); index++) {
+		if (has_equals)
+			continue;
+		any = true;
+		if ((int64_t)index <= resume_after)
+			continue;
+		const struct scenario *s = find_scenario(word);
+		if (s == NULL) {
+			failf(word, "unknown scenario");
+			continue;
+		}
+		struct ctx ctx = {info, s->name, index, s->reset_method};
+		s->run(&ctx);
+	}
+	if (!any) {
+		struct ctx ctx = {info, "demo", 0, 0};
+		run_demo(&ctx);
+	}
+}

@@ -1,0 +1,14 @@
+/*
+ * Scenarios named on the command line: every whitespace-separated word that names a scenario
+ * runs, in order; words containing '=' are ignored; other words report
+ * "TEST <word> FAIL unknown scenario". With no scenario words at all, "demo" runs.
+ */
+#ifndef OXGUEST_SCENARIOS_H
+#define OXGUEST_SCENARIOS_H
+
+#include "bootinfo.h"
+
+/* Returns when every scenario ran; does not return after poweroff or demo. */
+void scenarios_run(const struct boot_info *info);
+
+#endif
