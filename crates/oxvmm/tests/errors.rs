@@ -63,9 +63,10 @@ fn cpu_counts_are_checked() {
     assert_one_line_error(&["--kernel", kernel, "--cpus", "0"], &["--cpus 0"]);
     assert_one_line_error(&["--kernel", kernel, "--cpus", "300"], &["--cpus 300"]);
     assert_one_line_error(
-        &["--kernel", kernel, "--cpus", "200"],
-        &["--cpus 200", "KVM"],
+        &["--kernel", kernel, "--cpus", "255"],
+        &["--cpus 255", "254"],
     );
+    assert_one_line_error(&["--kernel", kernel, "--cpus", "-1"], &["-1"]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! tables, GDT).
 
 use std::fs::File;
-use std::io::{Cursor, Read, Seek};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use arch::boot::ZeroPageConfig;
@@ -11,7 +11,7 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{KernelLoader, KernelLoaderResult, bzimage::BzImage, elf::Elf};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::config::{BUILTIN_OXGUEST, BUILTIN_PREFIX, BootProtocol, PayloadConfig};
 use crate::error::{KernelError, VmmError};
@@ -135,8 +135,18 @@ fn load_kernel_from<R: ImageReader>(
 ) -> Result<LoadedKernel, KernelError> {
     let format = sniff_format(reader)?;
     let highmem = Some(GuestAddress(arch::layout::HIGH_RAM_START));
+    let ram_top = memory.last_addr().0.saturating_add(1);
+    let memory_mib = (memory.iter().map(|r| r.len()).sum::<u64>()) >> 20;
+    let check_fits = |end: u64| {
+        if end > ram_top.min(arch::layout::MMIO_HOLE_START) {
+            Err(KernelError::DoesNotFit { end, memory_mib })
+        } else {
+            Ok(())
+        }
+    };
     match format {
         KernelFormat::Elf => {
+            check_fits(elf_load_end(reader)?)?;
             let result = Elf::load(memory, None, reader, highmem)
                 .map_err(|e| KernelError::Load(e.to_string()))?;
             Ok(LoadedKernel {
@@ -149,12 +159,21 @@ fn load_kernel_from<R: ImageReader>(
             if protocol == BootProtocol::Pvh {
                 return Err(KernelError::NoPvhEntry);
             }
+            let file_end = reader.seek(SeekFrom::End(0)).map_err(KernelError::Read)?;
+            check_fits(arch::layout::HIGH_RAM_START.saturating_add(file_end))?;
             let result = BzImage::load(memory, None, reader, highmem)
                 .map_err(|e| KernelError::Load(e.to_string()))?;
             let header = result.setup_header.ok_or(KernelError::NotAKernel)?;
             if header.version < 0x020c || header.xloadflags & 1 == 0 {
                 return Err(KernelError::No64BitEntry);
             }
+            // The kernel decompresses itself to its preferred address and needs `init_size`
+            // bytes there.
+            check_fits(
+                header
+                    .pref_address
+                    .saturating_add(u64::from(header.init_size)),
+            )?;
             Ok(LoadedKernel {
                 entry: EntryPoint::Linux64(result.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET),
                 end: result.kernel_end,
@@ -162,6 +181,49 @@ fn load_kernel_from<R: ImageReader>(
             })
         }
     }
+}
+
+/// The first byte after every loadable segment of an ELF image (its physical extent).
+fn elf_load_end<R: ImageReader>(reader: &mut R) -> Result<u64, KernelError> {
+    const PHDR_SIZE: usize = 56;
+    const MAX_PHDRS: u16 = 512;
+    let mut header = [0u8; 64];
+    reader.rewind().map_err(KernelError::Read)?;
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| KernelError::NotAKernel)?;
+    if header[4] != 2 || header[5] != 1 {
+        return Err(KernelError::Load(
+            "not a 64-bit little-endian ELF".to_string(),
+        ));
+    }
+    let phoff = u64::from_le_bytes(header[0x20..0x28].try_into().unwrap_or_default());
+    let phentsize = u16::from_le_bytes([header[0x36], header[0x37]]);
+    let phnum = u16::from_le_bytes([header[0x38], header[0x39]]);
+    if usize::from(phentsize) != PHDR_SIZE || phnum > MAX_PHDRS {
+        return Err(KernelError::Load(format!(
+            "bad ELF program header table ({phnum} entries of {phentsize} bytes)"
+        )));
+    }
+    reader
+        .seek(SeekFrom::Start(phoff))
+        .map_err(KernelError::Read)?;
+    let mut end = 0u64;
+    for _ in 0..phnum {
+        let mut phdr = [0u8; PHDR_SIZE];
+        reader
+            .read_exact(&mut phdr)
+            .map_err(|_| KernelError::Load("truncated ELF program headers".to_string()))?;
+        let p_type = u32::from_le_bytes([phdr[0], phdr[1], phdr[2], phdr[3]]);
+        let paddr = u64::from_le_bytes(phdr[0x18..0x20].try_into().unwrap_or_default());
+        let memsz = u64::from_le_bytes(phdr[0x28..0x30].try_into().unwrap_or_default());
+        const PT_LOAD: u32 = 1;
+        if p_type == PT_LOAD {
+            end = end.max(paddr.saturating_add(memsz));
+        }
+    }
+    reader.rewind().map_err(KernelError::Read)?;
+    Ok(end)
 }
 
 fn elf_entry(
@@ -298,6 +360,8 @@ fn load_initrd(
 
 #[cfg(test)]
 mod tests {
+    use vm_memory::Address;
+
     use super::*;
 
     #[test]
@@ -314,6 +378,116 @@ mod tests {
 
         let err = sniff_format(&mut Cursor::new(b"#!/bin/sh\n".to_vec())).unwrap_err();
         assert!(matches!(err, KernelError::NotAKernel));
+    }
+
+    /// A minimal ELF64 header with one PT_LOAD segment at `paddr` of `memsz` bytes.
+    fn tiny_elf(paddr: u64, memsz: u64) -> Vec<u8> {
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+        elf[64 + 0x18..64 + 0x20].copy_from_slice(&paddr.to_le_bytes());
+        elf[64 + 0x28..64 + 0x30].copy_from_slice(&memsz.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn elf_extent_covers_every_loadable_segment() {
+        let mut elf = Cursor::new(tiny_elf(0x100_0000, 0x20_0000));
+        assert_eq!(elf_load_end(&mut elf).unwrap(), 0x120_0000);
+
+        let mut bad = tiny_elf(0, 0);
+        bad[0x36] = 40;
+        assert!(elf_load_end(&mut Cursor::new(bad)).is_err());
+        let truncated = tiny_elf(0, 0)[..80].to_vec();
+        assert!(elf_load_end(&mut Cursor::new(truncated)).is_err());
+    }
+
+    #[test]
+    fn a_kernel_larger_than_memory_is_refused_before_loading() {
+        let memory = crate::memory::create_guest_memory(4).unwrap();
+        let mut elf = Cursor::new(tiny_elf(0x100_0000, 0x1000));
+
+        let err = load_kernel_from(&memory, &mut elf, BootProtocol::Auto)
+            .err()
+            .unwrap();
+
+        assert!(
+            err.to_string().contains("does not fit in guest memory"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("4 MiB"), "{err}");
+    }
+
+    fn payload(cmdline: &str, protocol: BootProtocol) -> PayloadConfig {
+        PayloadConfig {
+            kernel: PathBuf::from(BUILTIN_OXGUEST),
+            initrd: None,
+            cmdline: cmdline.to_string(),
+            boot_protocol: protocol,
+        }
+    }
+
+    #[test]
+    fn linux64_boot_writes_the_zero_page_and_command_line() {
+        let memory = crate::memory::create_guest_memory(64).unwrap();
+        let mut kernel = KernelImage::open(Path::new(BUILTIN_OXGUEST)).unwrap();
+        let payload = payload("serial token=42", BootProtocol::Linux64);
+        let env = BootEnvironment {
+            payload: &payload,
+            memory_bytes: 64 << 20,
+            vcpu_count: 2,
+        };
+
+        let entry = load_payload(&memory, &mut kernel, &env).unwrap();
+
+        assert!(matches!(entry, EntryPoint::Linux64(_)));
+        let zero_page = GuestAddress(arch::layout::ZERO_PAGE);
+        let cmd_line_ptr: u32 = memory.read_obj(zero_page.unchecked_add(0x228)).unwrap();
+        assert_eq!(u64::from(cmd_line_ptr), arch::layout::CMDLINE);
+        let mut text = [0u8; 16];
+        memory
+            .read_slice(&mut text, GuestAddress(arch::layout::CMDLINE))
+            .unwrap();
+        assert_eq!(&text, b"serial token=42\0");
+        let e820_entries: u8 = memory.read_obj(zero_page.unchecked_add(0x1e8)).unwrap();
+        assert_eq!(
+            usize::from(e820_entries),
+            arch::memory::e820_map(64 << 20).len()
+        );
+        let rsdp: u64 = memory.read_obj(zero_page.unchecked_add(0x70)).unwrap();
+        assert_eq!(rsdp, arch::layout::RSDP);
+    }
+
+    #[test]
+    fn pvh_boot_writes_the_start_info() {
+        let memory = crate::memory::create_guest_memory(64).unwrap();
+        let mut kernel = KernelImage::open(Path::new(BUILTIN_OXGUEST)).unwrap();
+        let payload = payload("", BootProtocol::Auto);
+        let env = BootEnvironment {
+            payload: &payload,
+            memory_bytes: 64 << 20,
+            vcpu_count: 1,
+        };
+
+        let entry = load_payload(&memory, &mut kernel, &env).unwrap();
+
+        assert!(matches!(entry, EntryPoint::Pvh(_)));
+        let magic: u32 = memory
+            .read_obj(GuestAddress(arch::layout::PVH_INFO))
+            .unwrap();
+        assert_eq!(magic, 0x336e_c578);
+    }
+
+    #[test]
+    fn unknown_builtins_and_directories_are_refused() {
+        let err = KernelImage::open(Path::new("builtin:nope")).err().unwrap();
+        assert!(err.to_string().contains("--kernel builtin:nope"), "{err}");
+        assert!(KernelImage::open(Path::new("/")).is_err());
     }
 
     #[test]

@@ -43,6 +43,9 @@ fn io_register(port: u64, bytes: u8) -> GAS {
 
 /// The FADT pointing at the FACS and the DSDT (both below 4 GiB, so the 32-bit and 64-bit
 /// pointers carry the same address).
+/// CMOS register that holds the century.
+pub const CMOS_CENTURY_REGISTER: u8 = 0x32;
+
 pub(super) fn fadt(facs: u32, dsdt: u32) -> Vec<u8> {
     let mut builder = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     builder.firmware_ctrl = facs.into();
@@ -63,6 +66,8 @@ pub(super) fn fadt(facs: u32, dsdt: u32) -> Vec<u8> {
     builder.p_lvl2_lat = NO_C_STATE_LATENCY.into();
     builder.p_lvl3_lat = NO_C_STATE_LATENCY.into();
     builder.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    // The CMOS RTC keeps the century in register 0x32 (as on PCs and in QEMU).
+    builder.century = CMOS_CENTURY_REGISTER;
     builder.reset_reg = GAS::new(
         AddressSpace::SystemIo,
         8,

@@ -136,6 +136,7 @@ fn fadt_fields_at_their_spec_offsets() {
     assert_eq!(u32_at(f, 64), 0x604, "PM1a_CNT_BLK");
     assert_eq!(u32_at(f, 76), 0x608, "PM_TMR_BLK");
     assert_eq!((f[88], f[89], f[91]), (4, 2, 4), "block lengths");
+    assert_eq!(f[108], 0x32, "CENTURY: CMOS register");
     assert_eq!(
         u16_at(f, 109),
         0x7,
