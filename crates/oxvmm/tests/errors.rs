@@ -114,3 +114,40 @@ fn print_config_shows_the_effective_config() {
     assert_eq!(json["memory"]["size_mib"], 128);
     assert_eq!(json["payload"]["kernel"], "builtin:oxguest");
 }
+
+#[test]
+fn kvm_without_permission_on_dev_kvm_is_explained() {
+    common::require_kvm();
+    // /dev/kvm is root-only here (0600); an unprivileged user is refused. When the tests run
+    // as a user who already lacks access, require_kvm above has failed instead.
+    assert!(
+        std::path::Path::new("/usr/bin/setpriv").exists(),
+        "this test needs setpriv (Debian package util-linux) to drop privileges"
+    );
+    // A copy in a world-readable place, in case the build directory is not reachable by
+    // the unprivileged user (CI clones under root's home).
+    let dir = std::env::temp_dir().join(format!("oxvmm-noperm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("oxvmm");
+    std::fs::copy(common::OXVMM, &binary).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = common::run_command(
+        "/usr/bin/setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            binary.to_str().unwrap(),
+            "--demo",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    run.assert_exit(1);
+    assert!(
+        run.stderr.contains("no permission to open /dev/kvm"),
+        "{run}"
+    );
+    assert_eq!(run.stderr.trim_end().lines().count(), 1, "{run}");
+}

@@ -70,7 +70,16 @@ pub fn require_kvm() {
 
 /// Runs oxvmm with `args`, killing it after `timeout`.
 pub fn oxvmm(args: &[&str], timeout: Duration) -> Run {
-    let mut child = Command::new(OXVMM)
+    run_program(OXVMM, args, timeout)
+}
+
+/// Runs `program` (e.g. a wrapper around oxvmm) with a one-minute limit.
+pub fn run_command(program: &str, args: &[&str]) -> Run {
+    run_program(program, args, Duration::from_secs(60))
+}
+
+fn run_program(program: &str, args: &[&str], timeout: Duration) -> Run {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -108,7 +117,7 @@ pub fn oxvmm(args: &[&str], timeout: Duration) -> Run {
     };
     assert!(
         status.is_some(),
-        "oxvmm {args:?} did not finish within {timeout:?}\n{run}"
+        "{program} {args:?} did not finish within {timeout:?}\n{run}"
     );
     run
 }
