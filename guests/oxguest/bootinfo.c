@@ -8,16 +8,26 @@
 #define PVH_MAGIC 0x336ec578
 #define PVH_OFF_MAGIC 0
 #define PVH_OFF_VERSION 4
+#define PVH_OFF_NR_MODULES 12
+#define PVH_OFF_MODLIST 16
 #define PVH_OFF_CMDLINE 24
 #define PVH_OFF_RSDP 32
 #define PVH_OFF_MEMMAP 40
 #define PVH_OFF_MEMMAP_ENTRIES 48
 #define PVH_MEMMAP_ENTRY_SIZE 24
+/* hvm_modlist_entry: paddr, size, cmdline_paddr, reserved (all u64). */
+#define PVH_MODLIST_ENTRY_SIZE 32
+#define PVH_MOD_OFF_PADDR 0
+#define PVH_MOD_OFF_SIZE 8
 
 /* boot_params (Linux Documentation/arch/x86/zero-page.rst). */
 #define BP_OFF_ACPI_RSDP 0x070
+#define BP_OFF_EXT_RAMDISK_IMAGE 0x0C0
+#define BP_OFF_EXT_RAMDISK_SIZE 0x0C4
 #define BP_OFF_EXT_CMDLINE 0x0C8
 #define BP_OFF_E820_ENTRIES 0x1E8
+#define BP_OFF_RAMDISK_IMAGE 0x218
+#define BP_OFF_RAMDISK_SIZE 0x21C
 #define BP_OFF_CMDLINE 0x228
 #define BP_OFF_E820_TABLE 0x2D0
 #define BP_E820_ENTRY_SIZE 20
@@ -83,6 +93,17 @@ static void finish_rsdp(struct boot_info *info, uint64_t from_loader)
 	info->rsdp_source = info->rsdp != 0 ? "scan" : "none";
 }
 
+/* The initrd is the first module, as for Linux; later modules are only counted. */
+static void copy_pvh_initrd(struct boot_info *info, const uint8_t *si)
+{
+	info->pvh_modules = load_u32(si + PVH_OFF_NR_MODULES);
+	uint64_t list = load_u64(si + PVH_OFF_MODLIST);
+	if (info->pvh_modules == 0 || list == 0 || list >= MAPPED_LIMIT - PVH_MODLIST_ENTRY_SIZE)
+		return;
+	info->initrd_addr = load_u64(phys(list + PVH_MOD_OFF_PADDR));
+	info->initrd_size = load_u64(phys(list + PVH_MOD_OFF_SIZE));
+}
+
 static void parse_start_info(struct boot_info *info, uint64_t addr)
 {
 	const uint8_t *si = phys(addr);
@@ -93,6 +114,7 @@ static void parse_start_info(struct boot_info *info, uint64_t addr)
 		return;
 	}
 	copy_cmdline(info, load_u64(si + PVH_OFF_CMDLINE));
+	copy_pvh_initrd(info, si);
 	uint64_t rsdp = load_u64(si + PVH_OFF_RSDP);
 	/* The memory map only exists from version 1 on. */
 	if (load_u32(si + PVH_OFF_VERSION) >= 1) {
@@ -119,6 +141,10 @@ static void parse_boot_params(struct boot_info *info, uint64_t addr)
 	uint64_t cmdline = load_u32(bp + BP_OFF_CMDLINE) |
 			   ((uint64_t)load_u32(bp + BP_OFF_EXT_CMDLINE) << 32);
 	copy_cmdline(info, cmdline);
+	info->initrd_addr = load_u32(bp + BP_OFF_RAMDISK_IMAGE) |
+			    ((uint64_t)load_u32(bp + BP_OFF_EXT_RAMDISK_IMAGE) << 32);
+	info->initrd_size = load_u32(bp + BP_OFF_RAMDISK_SIZE) |
+			    ((uint64_t)load_u32(bp + BP_OFF_EXT_RAMDISK_SIZE) << 32);
 	uint8_t count = bp[BP_OFF_E820_ENTRIES];
 	/* The zero page has room for 128 entries; the count is a u8 but can still lie. */
 	for (uint32_t i = 0; i < count && i <= E820_MAX; i++) {

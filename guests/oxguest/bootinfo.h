@@ -1,6 +1,7 @@
 /*
  * What the loader handed over, copied out of low memory at entry (before anything else may
- * overwrite it): command line, e820 map, RSDP address and which boot protocol was used.
+ * overwrite it): command line, e820 map, RSDP address, where the initrd is and which boot
+ * protocol was used. The initrd's bytes stay where the loader put them.
  */
 #ifndef OXGUEST_BOOTINFO_H
 #define OXGUEST_BOOTINFO_H
@@ -27,6 +28,10 @@ struct boot_info {
 	bool e820_truncated;
 	uint64_t rsdp; /* 0: none found */
 	const char *rsdp_source; /* "boot" (from the loader), "scan" or "none" */
+	/* The initrd: boot_params ramdisk_image/size, or the first PVH module. Size 0: none. */
+	uint64_t initrd_addr;
+	uint64_t initrd_size;
+	uint32_t pvh_modules; /* start_info.nr_modules (0 on the Linux path) */
 };
 
 /* Called from boot.S with the BSP stack set up and .bss zeroed; never return. */

@@ -6,6 +6,7 @@
 #include "acpi.h"
 #include "cmos.h"
 #include "console.h"
+#include "inputs.h"
 #include "io.h"
 #include "layout.h"
 #include "power.h"
@@ -25,6 +26,18 @@
 #define NVRAM_WORD 0x42
 #define MARKER_VALUE 0x5A
 #define MARKER_MAX_WORD 255
+/*
+ * Marker method of the crash scenario (after the reset methods of power.h): found at boot, it
+ * means the machine rebooted instead of stopping when the guest crashed.
+ */
+#define MARKER_CRASH 4
+
+/*
+ * Where the crash scenario jumps: the PCI BAR window of the MMIO hole, which oxvmm leaves
+ * empty. Fetching an instruction from an address with no memory behind it is something KVM's
+ * emulator cannot do on any host (KVM_EXIT_INTERNAL_ERROR, emulation failure).
+ */
+#define CRASH_ADDR 0xD0000000UL
 
 #define SERIAL_TEMT_TIMEOUT_US 10000
 
@@ -38,15 +51,15 @@ struct ctx {
 struct scenario {
 	const char *name;
 	void (*run)(const struct ctx *ctx);
-	int reset_method; /* enum reset_method, 0 for other scenarios */
+	int reset_method; /* enum reset_method, MARKER_CRASH, 0 for other scenarios */
 };
 
-static void pass(const char *name, const char *details)
+void scenario_pass(const char *name, const char *details)
 {
 	kprintf("TEST %s PASS%s%s\n", name, details[0] != '\0' ? " " : "", details);
 }
 
-static void failf(const char *name, const char *reason)
+void scenario_fail(const char *name, const char *reason)
 {
 	kprintf("TEST %s FAIL %s\n", name, reason);
 }
@@ -61,7 +74,7 @@ static void run_serial(const struct ctx *ctx)
 		if (got != patterns[i]) {
 			ksnprintf(why, sizeof(why), "scratch register: wrote 0x%02x, read 0x%02x",
 				  patterns[i], got);
-			failf(ctx->name, why);
+			scenario_fail(ctx->name, why);
 			return;
 		}
 	}
@@ -72,12 +85,12 @@ static void run_serial(const struct ctx *ctx)
 	       (LSR_THRE | LSR_TEMT)) {
 		if (deadline_expired(&d)) {
 			ksnprintf(why, sizeof(why), "lsr=0x%02x lacks THRE|TEMT", lsr);
-			failf(ctx->name, why);
+			scenario_fail(ctx->name, why);
 			return;
 		}
 	}
 	ksnprintf(why, sizeof(why), "lsr=0x%02x", lsr);
-	pass(ctx->name, why);
+	scenario_pass(ctx->name, why);
 }
 
 static void run_e820(const struct ctx *ctx)
@@ -88,12 +101,12 @@ static void run_e820(const struct ctx *ctx)
 	if (info->e820_count == 0 || usable == 0) {
 		ksnprintf(details, sizeof(details), "no usable RAM in the e820 map (entries=%u)",
 			  info->e820_count);
-		failf(ctx->name, details);
+		scenario_fail(ctx->name, details);
 		return;
 	}
 	ksnprintf(details, sizeof(details), "usable=%llu entries=%u%s", (unsigned long long)usable,
 		  info->e820_count, info->e820_truncated ? " truncated" : "");
-	pass(ctx->name, details);
+	scenario_pass(ctx->name, details);
 	for (uint32_t i = 0; i < info->e820_count; i++) {
 		const struct e820_entry *e = &info->e820[i];
 		kprintf("e820: 0x%016llx 0x%016llx %u\n", (unsigned long long)e->addr,
@@ -106,12 +119,12 @@ static void run_rtc(const struct ctx *ctx)
 	struct rtc_time t;
 	char text[160];
 	if (!rtc_read(&t, text, sizeof(text))) {
-		failf(ctx->name, text);
+		scenario_fail(ctx->name, text);
 		return;
 	}
 	ksnprintf(text, sizeof(text), "%04u-%02u-%02u %02u:%02u:%02u", t.year, t.month, t.day,
 		  t.hour, t.minute, t.second);
-	pass(ctx->name, text);
+	scenario_pass(ctx->name, text);
 }
 
 static void run_smp(const struct ctx *ctx)
@@ -122,17 +135,17 @@ static void run_smp(const struct ctx *ctx)
 	smp_format_ids(r, ",", ids, sizeof(ids));
 	if (r->ok) {
 		ksnprintf(text, sizeof(text), "cpus=%u/%u apic_ids=%s", r->online, r->expected, ids);
-		pass(ctx->name, text);
+		scenario_pass(ctx->name, text);
 	} else {
 		ksnprintf(text, sizeof(text), "%s (cpus=%u/%u apic_ids=%s)", r->error, r->online,
 			  r->expected, ids);
-		failf(ctx->name, text);
+		scenario_fail(ctx->name, text);
 	}
 }
 
 static void run_poweroff(const struct ctx *ctx)
 {
-	pass(ctx->name, "");
+	scenario_pass(ctx->name, "");
 	power_off_or_halt();
 }
 
@@ -143,29 +156,72 @@ static void clear_reset_marker(void)
 	cmos_write(NVRAM_WORD, 0);
 }
 
-static void run_reset(const struct ctx *ctx)
+/* Fails the scenario when its word index does not fit in the marker. */
+static bool marker_can_record(const struct ctx *ctx)
 {
-	const char *how = reset_method_name(ctx->reset_method);
 	char why[96];
-	if (ctx->word_index > MARKER_MAX_WORD) {
-		ksnprintf(why, sizeof(why), "word %u is past the %u the reset marker can record",
-			  ctx->word_index, MARKER_MAX_WORD);
-		failf(ctx->name, why);
-		return;
-	}
-	if (ctx->reset_method == RESET_ACPI && !platform()->reset.present) {
-		failf(ctx->name, "FADT has no reset register");
-		return;
-	}
+	if (ctx->word_index <= MARKER_MAX_WORD)
+		return true;
+	ksnprintf(why, sizeof(why), "word %u is past the %u the reset marker can record",
+		  ctx->word_index, MARKER_MAX_WORD);
+	scenario_fail(ctx->name, why);
+	return false;
+}
+
+static void write_marker(const struct ctx *ctx)
+{
 	/* Marker byte last, so that a half-written marker is never taken as valid. */
 	cmos_write(NVRAM_METHOD, (uint8_t)ctx->reset_method);
 	cmos_write(NVRAM_WORD, (uint8_t)ctx->word_index);
 	cmos_write(NVRAM_MARKER, MARKER_VALUE);
+}
+
+static void run_reset(const struct ctx *ctx)
+{
+	const char *how = reset_method_name(ctx->reset_method);
+	char why[96];
+	if (!marker_can_record(ctx))
+		return;
+	if (ctx->reset_method == RESET_ACPI && !platform()->reset.present) {
+		scenario_fail(ctx->name, "FADT has no reset register");
+		return;
+	}
+	write_marker(ctx);
 	kprintf("oxguest: resetting via %s\n", how);
 	reset_machine(ctx->reset_method);
 	clear_reset_marker();
 	ksnprintf(why, sizeof(why), "reset via %s returned", how);
-	failf(ctx->name, why);
+	scenario_fail(ctx->name, why);
+}
+
+static _Noreturn void execute_at(uintptr_t addr)
+{
+	__asm__ volatile("jmp *%0" : : "r"(addr) : "memory");
+	__builtin_unreachable();
+}
+
+/*
+ * Success is the VMM stopping the machine, so there is no PASS line. The marker turns a reboot
+ * (e.g. a triple fault where KVM emulates the fetch differently) into a FAIL on the next boot
+ * instead of a crash loop.
+ */
+static void run_crash(const struct ctx *ctx)
+{
+	if (!marker_can_record(ctx))
+		return;
+	write_marker(ctx);
+	kprintf("oxguest: crashing on purpose\n");
+	execute_at(CRASH_ADDR);
+}
+
+static void run_initrd(const struct ctx *ctx)
+{
+	check_initrd(ctx->name, ctx->info);
+}
+
+static void run_serial_echo(const struct ctx *ctx)
+{
+	echo_serial_line(ctx->name);
 }
 
 static void run_demo(const struct ctx *ctx)
@@ -199,6 +255,9 @@ static const struct scenario scenarios[] = {
 	{"reset", run_reset, RESET_I8042},
 	{"reset-acpi", run_reset, RESET_ACPI},
 	{"reset-triple", run_reset, RESET_TRIPLE_FAULT},
+	{"crash", run_crash, MARKER_CRASH},
+	{"initrd", run_initrd, 0},
+	{"serial-echo", run_serial_echo, 0},
 	{"demo", run_demo, 0},
 };
 
@@ -268,6 +327,10 @@ static int take_reset_marker(const struct boot_info *info)
 		kprintf("oxguest: ignoring stale reset marker (method %u, word %u)\n", method, index);
 		return -1;
 	}
+	if (method == MARKER_CRASH) {
+		scenario_fail(s->name, "the machine rebooted instead of stopping");
+		return index;
+	}
 	kprintf("TEST %s PASS rebooted via %s\n", s->name, reset_method_name(method));
 	return index;
 }
@@ -287,7 +350,7 @@ void scenarios_run(const struct boot_info *info)
 			continue;
 		const struct scenario *s = find_scenario(word);
 		if (s == NULL) {
-			failf(word, "unknown scenario");
+			scenario_fail(word, "unknown scenario");
 			continue;
 		}
 		struct ctx ctx = {info, s->name, index, s->reset_method};

@@ -8,7 +8,11 @@
 
 #include "bootinfo.h"
 
-/* Returns when every scenario ran; does not return after poweroff or demo. */
+/* Returns when every scenario ran; does not return after poweroff, crash or demo. */
 void scenarios_run(const struct boot_info *info);
+
+/* Print a scenario's result line: "TEST <name> PASS[ <details>]" / "TEST <name> FAIL <reason>". */
+void scenario_pass(const char *name, const char *details);
+void scenario_fail(const char *name, const char *reason);
 
 #endif

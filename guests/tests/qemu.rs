@@ -2,8 +2,9 @@
 //! results. This keeps the guest testable without oxvmm. QEMU is required: the tests fail, not
 //! skip, when `qemu-system-x86_64` is missing.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,42 @@ struct Run {
     output: String,
 }
 
+/// What a boot hands the guest besides its command line.
+#[derive(Clone, Copy, Default)]
+struct Inputs<'a> {
+    /// Passed as `-initrd`.
+    initrd: Option<&'a Path>,
+    /// Sent on COM1 once the guest prints [`protocol::SERIAL_ECHO_WAITING`].
+    serial_line: Option<&'a [u8]>,
+}
+
 /// Runs QEMU q35 (TCG) with the guest and the given command line; fails the test on timeout.
 fn boot(smp: u32, cmdline: &str, reboot: bool) -> Run {
+    boot_with(smp, cmdline, reboot, Inputs::default())
+}
+
+/// Collects the guest's output; sends `serial_line` when the guest asks for a line.
+fn read_output(stdout: ChildStdout, mut stdin: ChildStdin, serial_line: Option<Vec<u8>>) -> String {
+    let mut pending = serial_line;
+    let mut reader = BufReader::new(stdout);
+    let mut bytes = Vec::new();
+    loop {
+        let start = bytes.len();
+        match reader.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&bytes[start..]);
+        if line.trim_end() == protocol::SERIAL_ECHO_WAITING
+            && let Some(input) = pending.take()
+        {
+            let _ = stdin.write_all(&input).and_then(|()| stdin.flush());
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
     let mut command = Command::new(QEMU);
     command
         .args(["-M", "q35", "-accel", "tcg", "-m", "256", "-nodefaults"])
@@ -32,11 +67,14 @@ fn boot(smp: u32, cmdline: &str, reboot: bool) -> Run {
             cmdline,
         ])
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if !reboot {
         command.arg("-no-reboot");
+    }
+    if let Some(initrd) = inputs.initrd {
+        command.arg("-initrd").arg(initrd);
     }
     let mut child = command.spawn().unwrap_or_else(|e| {
         panic!(
@@ -44,12 +82,10 @@ fn boot(smp: u32, cmdline: &str, reboot: bool) -> Run {
              (Debian/Ubuntu: apt-get install qemu-system-x86)"
         )
     });
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let serial_line = inputs.serial_line.map(<[u8]>::to_vec);
+    let reader = thread::spawn(move || read_output(stdout, stdin, serial_line));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for qemu") {
@@ -179,4 +215,58 @@ fn qemu_demo_without_scenario_words() {
             .lines()
             .any(|l| l == "command line: console=ttyS0")
     );
+}
+
+/// A ~40 KiB initrd of varied bytes, different on every run.
+fn initrd_bytes() -> Vec<u8> {
+    let mut state = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+        | 1;
+    (0..40_000)
+        .map(|_| {
+            // xorshift64: enough to make every byte position matter to the hash.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn qemu_initrd_and_serial_input_reach_the_guest() {
+    let initrd = initrd_bytes();
+    let path = std::env::temp_dir().join(format!("oxguest-qemu-initrd-{}", std::process::id()));
+    std::fs::write(&path, &initrd).expect("write the initrd");
+    let inputs = Inputs {
+        initrd: Some(&path),
+        serial_line: Some(b"hello-qemu\n"),
+    };
+
+    let run = boot_with(1, "initrd serial-echo", false, inputs);
+    let _ = std::fs::remove_file(&path);
+
+    assert_clean_finish(&run);
+    let report = protocol::parse_initrd_details(&assert_pass(&run, "initrd"))
+        .unwrap_or_else(|| panic!("malformed initrd details; output:\n{}", run.output));
+    assert_eq!(report.size, initrd.len() as u64, "output:\n{}", run.output);
+    assert_eq!(
+        report.fnv1a,
+        protocol::initrd_fnv1a(&initrd),
+        "output:\n{}",
+        run.output
+    );
+    assert_eq!(assert_pass(&run, "serial-echo"), "got=hello-qemu");
+}
+
+#[test]
+fn qemu_initrd_scenario_without_an_initrd_fails_cleanly() {
+    let run = boot(1, "initrd", false);
+
+    assert_clean_finish(&run);
+    let line = protocol::find(&run.output, "initrd").expect("initrd reported");
+    assert_eq!((line.outcome, line.details), (Outcome::Fail, "no initrd"));
 }

@@ -208,11 +208,17 @@ impl DeviceManager {
         }
     }
 
-    /// Feeds host input to the serial port.
-    pub fn serial_input(&self, bytes: &[u8]) {
+    /// Feeds as much host input to the serial port as its receive FIFO takes now; returns how
+    /// many bytes it took.
+    pub fn serial_input(&self, bytes: &[u8]) -> usize {
         let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = serial.enqueue_input(bytes) {
-            tracing::debug!("serial input dropped: {e}");
+        let count = serial.fifo_capacity().min(bytes.len());
+        match serial.enqueue_input(&bytes[..count]) {
+            Ok(()) => count,
+            Err(e) => {
+                tracing::debug!("serial input deferred: {e}");
+                0
+            }
         }
     }
 }

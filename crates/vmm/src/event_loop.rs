@@ -1,11 +1,14 @@
 //! The VMM's event loop (epoll through `event-manager`): waits for the end of a boot and
 //! forwards standard input to the serial port.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::device_manager::DeviceManager;
 use crate::error::VmmError;
@@ -30,28 +33,95 @@ impl MutEventSubscriber for StopWatcher {
     }
 }
 
-/// Forwards standard input to COM1.
+/// How often input the guest has not taken yet is offered again.
+const INPUT_RETRY: Duration = Duration::from_millis(5);
+
+/// Forwards standard input to COM1. Input the UART's FIFO cannot take yet is held, and
+/// standard input is not read again until the guest has taken it (back-pressure, no loss).
 struct StdinForwarder {
     devices: Arc<DeviceManager>,
+    pending: VecDeque<u8>,
+    retry: TimerFd,
+    reading: bool,
+    at_eof: bool,
+}
+
+impl StdinForwarder {
+    fn new(devices: Arc<DeviceManager>) -> std::io::Result<Self> {
+        Ok(StdinForwarder {
+            devices,
+            pending: VecDeque::new(),
+            retry: TimerFd::new()?,
+            reading: false,
+            at_eof: false,
+        })
+    }
+
+    fn stdin_events() -> Events {
+        Events::new_raw(std::io::stdin().as_raw_fd(), EventSet::IN)
+    }
+
+    fn read_stdin(&mut self) {
+        let mut buf = [0u8; 256];
+        match std::io::stdin().lock().read(&mut buf) {
+            // End of input or a broken descriptor: nothing more will come.
+            Ok(0) | Err(_) => self.at_eof = true,
+            Ok(n) => self.pending.extend(&buf[..n]),
+        }
+    }
+
+    fn offer_pending(&mut self) {
+        let taken = self.devices.serial_input(self.pending.make_contiguous());
+        self.pending.drain(..taken);
+    }
+
+    /// Watches standard input only while nothing is pending; retries pending input on a timer.
+    fn update_interest(&mut self, ops: &mut EventOps) {
+        let want_reading = self.pending.is_empty() && !self.at_eof;
+        if want_reading != self.reading {
+            let result = if want_reading {
+                ops.add(Self::stdin_events())
+            } else {
+                ops.remove(Self::stdin_events())
+            };
+            if let Err(e) = result {
+                tracing::debug!("cannot change the watch on standard input: {e:?}");
+            }
+            self.reading = want_reading;
+        }
+        let interval = (!self.pending.is_empty()).then_some(INPUT_RETRY);
+        let armed = match interval {
+            Some(every) => self.retry.reset(every, Some(every)),
+            None => self.retry.clear(),
+        };
+        if let Err(e) = armed {
+            tracing::warn!("cannot arm the serial input retry timer: {e}");
+        }
+    }
 }
 
 impl MutEventSubscriber for StdinForwarder {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
-        match std::io::stdin().lock().read(&mut buf) {
-            Ok(0) | Err(_) => {
-                // End of input or a broken descriptor: stop watching it.
-                let _ = ops.remove(events);
-            }
-            Ok(n) => self.devices.serial_input(&buf[..n]),
+        if events.fd() == self.retry.as_raw_fd() {
+            let _ = self.retry.wait();
+        } else if self.pending.is_empty() {
+            self.read_stdin();
         }
+        self.offer_pending();
+        self.update_interest(ops);
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        let stdin = std::io::stdin();
         // epoll refuses regular files and /dev/null; then there is simply no input.
-        if let Err(e) = ops.add(Events::new_raw(stdin.as_raw_fd(), EventSet::IN)) {
-            tracing::debug!("standard input is not pollable, serial input disabled: {e:?}");
+        match ops.add(Self::stdin_events()) {
+            Ok(()) => self.reading = true,
+            Err(e) => {
+                tracing::debug!("standard input is not pollable, serial input disabled: {e:?}");
+                return;
+            }
+        }
+        if let Err(e) = ops.add(Events::new(&self.retry, EventSet::IN)) {
+            tracing::warn!("cannot watch the serial input retry timer: {e:?}");
         }
     }
 }
@@ -75,7 +145,9 @@ impl EventLoop {
             latch: latch.clone(),
         })));
         if forward_stdin {
-            manager.add_subscriber(Arc::new(Mutex::new(StdinForwarder { devices })));
+            let forwarder = StdinForwarder::new(devices)
+                .map_err(|e| VmmError::Runtime(format!("cannot create a timer: {e}")))?;
+            manager.add_subscriber(Arc::new(Mutex::new(forwarder)));
         }
         Ok(EventLoop { manager, latch })
     }

@@ -129,3 +129,63 @@ pub fn run_guest(cmdline: &str, extra: &[&str]) -> Run {
     args.extend_from_slice(extra);
     oxvmm(&args, Duration::from_secs(120))
 }
+
+/// Runs oxvmm with `args` and standard input from a pipe that first carries `input`, killing
+/// it after `timeout`. The pipe is closed after `input`: oxvmm then stops reading it.
+pub fn oxvmm_with_input(args: &[&str], input: &[u8], timeout: Duration) -> Run {
+    use std::io::Write;
+
+    let mut child = Command::new(OXVMM)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start oxvmm");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // A short input fits in the pipe buffer, so this cannot block on a guest that never reads.
+    stdin
+        .write_all(input)
+        .expect("write oxvmm's standard input");
+    drop(stdin);
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || read_all(stdout));
+    let err_reader = std::thread::spawn(move || read_all(stderr));
+    let status = wait_or_kill(&mut child, timeout);
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "oxvmm {args:?} did not finish within {timeout:?}\n{run}"
+    );
+    run
+}
+
+fn read_all(mut from: impl Read) -> String {
+    let mut text = String::new();
+    let _ = from.read_to_string(&mut text);
+    text
+}
+
+/// Waits for `child`; kills it and returns None after `timeout`.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for oxvmm") {
+            return Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
