@@ -1,8 +1,9 @@
 //! Creates the platform devices, puts them on the port-I/O and MMIO buses, and resets them when
 //! the guest reboots.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, RwLock};
 
 use arch::layout;
@@ -89,7 +90,17 @@ pub struct DeviceManager {
 
 fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmError> {
     Ok(match config {
-        SerialConfig::Stdio => Box::new(std::io::stdout()),
+        // A duplicate of fd 1 as a `File`: unbuffered, so each byte the guest writes is on the
+        // terminal at once (std's `Stdout` would hold it until the end of the line).
+        SerialConfig::Stdio => Box::new(File::from(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| VmmError::Device {
+                    device: "serial",
+                    problem: format!("cannot duplicate standard output: {e}"),
+                })?,
+        )),
         SerialConfig::Off => Box::new(std::io::sink()),
         SerialConfig::File(path) => Box::new(
             OpenOptions::new()

@@ -177,12 +177,24 @@ fn dump_registers(vcpu: &Vcpu) {
 /// Stops every vCPU thread: raises `quit`, kicks each thread out of `KVM_RUN` until it
 /// returns, and joins it.
 pub fn stop_vcpu_threads(quit: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    /// Re-kick a thread that has not returned after this long (a kick that raced with the
+    /// thread's entry into `KVM_RUN` is caught by `immediate_exit`, so this is a safety net).
+    const REKICK_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
     quit.store(true, Ordering::SeqCst);
+    for handle in &threads {
+        if !handle.is_finished() {
+            hypervisor::VcpuKicker::for_thread(handle).kick();
+        }
+    }
     for handle in threads {
         let kicker = hypervisor::VcpuKicker::for_thread(&handle);
+        let mut last_kick = std::time::Instant::now();
         while !handle.is_finished() {
-            kicker.kick();
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            if last_kick.elapsed() > REKICK_AFTER {
+                kicker.kick();
+                last_kick = std::time::Instant::now();
+            }
+            std::thread::yield_now();
         }
         if handle.join().is_err() {
             tracing::error!("a vCPU thread panicked");

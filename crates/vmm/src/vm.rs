@@ -75,10 +75,82 @@ fn validate(config: &VmConfig, host: &HostLimits) -> Result<(), VmmError> {
 }
 
 fn host_memory_mib() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
+    // SAFETY: an all-zero `sysinfo` is a valid value of this plain C struct.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo(2) only writes the struct we pass, which lives for the call.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    let bytes = info.totalram.checked_mul(u64::from(info.mem_unit))?;
+    Some(bytes >> 20)
+}
+
+/// What KVM offers this host's vCPUs: asked on a helper thread at start-up, because
+/// `KVM_GET_SUPPORTED_CPUID` is slow on some hosts (each `cpuid` traps to an outer hypervisor)
+/// and nothing before vCPU creation needs it.
+struct HostCpu {
+    supported_cpuid: CpuId,
+    msr_indexes: Vec<u32>,
+}
+
+/// The host CPU query, running on a helper thread until the first boot needs its answer.
+struct HostCpuQuery {
+    pending: Option<JoinHandle<Result<HostCpu, VmmError>>>,
+    inline: Option<Result<HostCpu, VmmError>>,
+    ready: Option<HostCpu>,
+}
+
+impl HostCpuQuery {
+    fn start(hypervisor: Arc<Hypervisor>) -> Self {
+        let query = move || {
+            Ok(HostCpu {
+                supported_cpuid: hypervisor.supported_cpuid()?,
+                msr_indexes: hypervisor.msr_index_list()?,
+            })
+        };
+        let spawned = std::thread::Builder::new()
+            .name("cpuid-query".into())
+            .spawn(query.clone());
+        let (pending, inline) = match spawned {
+            Ok(handle) => (Some(handle), None),
+            // No thread to spare: ask on this one.
+            Err(_) => (None, Some(query())),
+        };
+        HostCpuQuery {
+            pending,
+            inline,
+            ready: None,
+        }
+    }
+
+    /// Waits for the answer; `features` is checked against it the first time, before any vCPU
+    /// exists.
+    fn get(&mut self, config: &VmConfig, features: &CpuFeatures) -> Result<&HostCpu, VmmError> {
+        if self.ready.is_none() {
+            let result = match (self.pending.take(), self.inline.take()) {
+                (Some(handle), _) => handle
+                    .join()
+                    .map_err(|_| VmmError::Runtime("the CPUID query thread panicked".into()))?,
+                (None, Some(result)) => result,
+                (None, None) => {
+                    return Err(VmmError::Runtime("the CPUID query failed earlier".into()));
+                }
+            };
+            let host = result?;
+            arch::cpuid::build_vcpu_cpuid(
+                &host.supported_cpuid,
+                features,
+                0,
+                config.cpus.count,
+                None,
+            )
+            .map_err(|e| features_error(config, &e))?;
+            self.ready = Some(host);
+        }
+        self.ready
+            .as_ref()
+            .ok_or_else(|| VmmError::Runtime("the CPUID query failed earlier".into()))
+    }
 }
 
 fn parse_features(text: &str) -> Result<CpuFeatures, VmmError> {
@@ -90,17 +162,24 @@ fn parse_features(text: &str) -> Result<CpuFeatures, VmmError> {
         })
 }
 
+fn features_error(config: &VmConfig, error: &arch::cpuid::CpuidError) -> VmmError {
+    VmmError::InvalidOption {
+        option: "--cpu-features",
+        value: config.cpus.features.clone(),
+        problem: error.to_string(),
+    }
+}
+
 /// Everything that lives across reboots.
 struct Machine {
-    hypervisor: Hypervisor,
+    hypervisor: Arc<Hypervisor>,
     config: VmConfig,
     memory: GuestMemoryMmap,
     kernel: KernelImage,
     devices: Arc<DeviceManager>,
     latch: Arc<StopLatch>,
-    supported_cpuid: CpuId,
     features: CpuFeatures,
-    msr_indexes: Vec<u32>,
+    host_cpu: HostCpuQuery,
 }
 
 /// One boot: a KVM VM and its running vCPU threads.
@@ -113,7 +192,7 @@ struct Boot {
 /// Builds the VM described by `config` and runs it until it powers off, crashes, or resets
 /// with `on_reboot: exit`.
 pub fn run_vm(config: VmConfig) -> Result<VmOutcome, VmmError> {
-    let hypervisor = Hypervisor::open()?;
+    let hypervisor = Arc::new(Hypervisor::open()?);
     validate(
         &config,
         &HostLimits {
@@ -122,15 +201,7 @@ pub fn run_vm(config: VmConfig) -> Result<VmOutcome, VmmError> {
         },
     )?;
     let features = parse_features(&config.cpus.features)?;
-    let supported_cpuid = hypervisor.supported_cpuid()?;
-    // Catch `+feature` requirements and bad masks before any memory is allocated.
-    arch::cpuid::build_vcpu_cpuid(&supported_cpuid, &features, 0, config.cpus.count, None)
-        .map_err(|e| VmmError::InvalidOption {
-            option: "--cpu-features",
-            value: config.cpus.features.clone(),
-            problem: e.to_string(),
-        })?;
-    let msr_indexes = hypervisor.msr_index_list()?;
+    let host_cpu = HostCpuQuery::start(hypervisor.clone());
     let kernel = KernelImage::open(&config.payload.kernel)?;
     let memory = create_guest_memory(config.memory.size_mib)?;
     let latch = Arc::new(StopLatch::new().map_err(|e| VmmError::Runtime(e.to_string()))?);
@@ -148,9 +219,8 @@ pub fn run_vm(config: VmConfig) -> Result<VmOutcome, VmmError> {
         kernel,
         devices,
         latch,
-        supported_cpuid,
         features,
-        msr_indexes,
+        host_cpu,
     };
     loop {
         let boot = machine.boot()?;
@@ -194,7 +264,8 @@ impl Machine {
                 vcpu_count: self.config.cpus.count,
             },
         )?;
-        let vcpus = self.create_vcpus(&vm, entry)?;
+        let host = self.host_cpu.get(&self.config, &self.features)?;
+        let vcpus = create_vcpus(&self.config, &self.features, host, &vm, entry)?;
         let vm = Arc::new(vm);
         self.devices.attach_vm(Some(vm.clone()));
         let quit = Arc::new(AtomicBool::new(false));
@@ -219,10 +290,17 @@ impl Machine {
     }
 }
 
-impl Machine {
-    fn create_vcpus(&self, vm: &hypervisor::Vm, entry: EntryPoint) -> Result<Vec<Vcpu>, VmmError> {
-        let count = self.config.cpus.count;
-        let msrs = arch::msr::filter_supported(arch::msr::boot_msrs(), &self.msr_indexes);
+/// Creates and configures every vCPU; vCPU 0 starts at `entry`, the others wait for INIT/SIPI.
+fn create_vcpus(
+    config: &VmConfig,
+    features: &CpuFeatures,
+    host: &HostCpu,
+    vm: &hypervisor::Vm,
+    entry: EntryPoint,
+) -> Result<Vec<Vcpu>, VmmError> {
+    {
+        let count = config.cpus.count;
+        let msrs = arch::msr::filter_supported(arch::msr::boot_msrs(), &host.msr_indexes);
         let mut vcpus = Vec::with_capacity(usize::from(count));
         let mut tsc_khz = None;
         for index in 0..count {
@@ -231,17 +309,13 @@ impl Machine {
                 tsc_khz = vcpu.tsc_khz();
             }
             let cpuid = arch::cpuid::build_vcpu_cpuid(
-                &self.supported_cpuid,
-                &self.features,
+                &host.supported_cpuid,
+                features,
                 index,
                 count,
                 tsc_khz,
             )
-            .map_err(|e| VmmError::InvalidOption {
-                option: "--cpu-features",
-                value: self.config.cpus.features.clone(),
-                problem: e.to_string(),
-            })?;
+            .map_err(|e| features_error(config, &e))?;
             vcpu.set_cpuid(&cpuid)?;
             vcpu.set_msrs(&msrs)?;
             vcpu.setup_lint()?;

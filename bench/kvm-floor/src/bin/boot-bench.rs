@@ -30,6 +30,8 @@ const TARGET_RSS_KIB: u64 = 3 * 1024;
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     first_byte: Duration,
+    /// The end of the guest's first line (`oxguest: started (...)`), printed by its entry code.
+    first_line: Duration,
     exit: Duration,
     max_rss_kib: u64,
 }
@@ -125,6 +127,7 @@ fn measure(cmd: &[String]) -> anyhow::Result<Sample> {
     let mut pipe = child.stdout.take().context("stdout is piped")?;
     let mut output = Vec::new();
     let mut first_byte = None;
+    let mut first_line = None;
     let mut buf = [0u8; 4096];
     loop {
         let n = pipe.read(&mut buf).context("read the VMM's stdout")?;
@@ -132,6 +135,9 @@ fn measure(cmd: &[String]) -> anyhow::Result<Sample> {
             break;
         }
         first_byte.get_or_insert_with(|| start.elapsed());
+        if first_line.is_none() && buf[..n].contains(&b'\n') {
+            first_line = Some(start.elapsed());
+        }
         output.extend_from_slice(&buf[..n]);
     }
     let (status, max_rss_kib) = wait4(child.id())?;
@@ -146,6 +152,7 @@ fn measure(cmd: &[String]) -> anyhow::Result<Sample> {
     );
     Ok(Sample {
         first_byte: first_byte.context("the guest printed nothing")?,
+        first_line: first_line.context("the guest printed no whole line")?,
         exit,
         max_rss_kib,
     })
@@ -234,6 +241,11 @@ fn print_report(options: &Options, oxvmm_cmd: &[String], oxvmm: &[Sample], floor
             target: format!("<= {TARGET_FIRST_BYTE_RATIO}x floor"),
         },
         Row {
+            name: "first line (ms)",
+            figure: |s| millis(s.first_line),
+            target: String::new(),
+        },
+        Row {
             name: "exit (ms)",
             figure: |s| millis(s.exit),
             target: format!("<= {TARGET_EXIT_MS} ms"),
@@ -268,6 +280,7 @@ mod tests {
     fn sample(ms: u64) -> Sample {
         Sample {
             first_byte: Duration::from_millis(ms),
+            first_line: Duration::from_millis(ms),
             exit: Duration::from_millis(ms * 2),
             max_rss_kib: ms,
         }
