@@ -510,45 +510,30 @@ fn qemu_tcg_runs_the_test_initramfs() {
 }
 
 /// Runs `command` to its end (killing it after `timeout`) and returns its stdout and stderr.
-fn run_with_timeout(mut command: Command, timeout: Duration) -> String {
+fn run_with_timeout(command: Command, timeout: Duration) -> String {
     let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}): install the Debian package qemu-system-x86")
-        });
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    assert!(
+        which(&program),
+        "cannot run {program}: install the Debian package qemu-system-x86"
+    );
     let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let collected = common::collect(command, None, timeout);
     format!(
-        "{program} exit: {status:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        "{program} exit: {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        collected.status,
         start.elapsed(),
-        out_reader.join().unwrap_or_default(),
-        err_reader.join().unwrap_or_default()
+        collected.stdout,
+        collected.stderr
     )
+}
+
+/// Whether `program` is on PATH (or is a path that exists).
+fn which(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 #[test]

@@ -79,47 +79,67 @@ pub fn run_command(program: &str, args: &[&str]) -> Run {
 }
 
 fn run_program(program: &str, args: &[&str], timeout: Duration) -> Run {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start oxvmm");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for oxvmm") {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut command = Command::new(program);
+    command.args(args);
+    finished(program, args, timeout, collect(command, None, timeout))
+}
+
+fn finished(program: &str, args: &[&str], timeout: Duration, collected: Collected) -> Run {
     let run = Run {
-        code: status.and_then(|s| s.code()),
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
+        code: collected.status.and_then(|s| s.code()),
+        stdout: collected.stdout,
+        stderr: collected.stderr,
     };
     assert!(
-        status.is_some(),
+        collected.status.is_some(),
         "{program} {args:?} did not finish within {timeout:?}\n{run}"
     );
     run
+}
+
+/// What a child process left behind.
+pub struct Collected {
+    /// Exit status, or None when it was killed at the time limit.
+    pub status: Option<std::process::ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `command` with `input` (or nothing) on its standard input, collecting its output;
+/// kills it after `timeout`.
+pub fn collect(mut command: Command, input: Option<&[u8]>, timeout: Duration) -> Collected {
+    use std::io::Write;
+
+    let program = command.get_program().to_string_lossy().into_owned();
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        // A short input fits in the pipe buffer, so this cannot block on a guest that never
+        // reads; the pipe is closed after it.
+        pipe.write_all(input)
+            .expect("write the child's standard input");
+    }
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || read_all(stdout));
+    let err_reader = std::thread::spawn(move || read_all(stderr));
+    let status = wait_or_kill(&mut child, timeout);
+    Collected {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
 }
 
 /// Runs the bundled guest with the given command line and extra options.
@@ -133,36 +153,9 @@ pub fn run_guest(cmdline: &str, extra: &[&str]) -> Run {
 /// Runs oxvmm with `args` and standard input from a pipe that first carries `input`, killing
 /// it after `timeout`. The pipe is closed after `input`: oxvmm then stops reading it.
 pub fn oxvmm_with_input(args: &[&str], input: &[u8], timeout: Duration) -> Run {
-    use std::io::Write;
-
-    let mut child = Command::new(OXVMM)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start oxvmm");
-    let mut stdin = child.stdin.take().expect("stdin");
-    // A short input fits in the pipe buffer, so this cannot block on a guest that never reads.
-    stdin
-        .write_all(input)
-        .expect("write oxvmm's standard input");
-    drop(stdin);
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || read_all(stdout));
-    let err_reader = std::thread::spawn(move || read_all(stderr));
-    let status = wait_or_kill(&mut child, timeout);
-    let run = Run {
-        code: status.and_then(|s| s.code()),
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    };
-    assert!(
-        status.is_some(),
-        "oxvmm {args:?} did not finish within {timeout:?}\n{run}"
-    );
-    run
+    let mut command = Command::new(OXVMM);
+    command.args(args);
+    finished(OXVMM, args, timeout, collect(command, Some(input), timeout))
 }
 
 fn read_all(mut from: impl Read) -> String {
