@@ -490,6 +490,42 @@ mod tests {
         assert!(KernelImage::open(Path::new("/")).is_err());
     }
 
+    /// xorshift64: a small deterministic generator for the mutation test.
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn mutated_kernel_images_are_refused_or_loaded_without_panicking() {
+        // Kernel files are user input: flip random bytes of a real ELF and of a synthetic
+        // bzImage header and load the result into a small guest.
+        let memory = crate::memory::create_guest_memory(8).unwrap();
+        let mut bz = vec![0u8; 0x1000];
+        bz[0x1f1] = 1;
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        let seeds: [&[u8]; 2] = [guests::OXGUEST_ELF, &bz];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..600 {
+            let mut image = seeds[round % seeds.len()].to_vec();
+            let header_len = image.len().min(0x300);
+            for _ in 0..(1 + next_random(&mut state) % 8) {
+                let at = (next_random(&mut state) as usize) % header_len;
+                image[at] = next_random(&mut state) as u8;
+            }
+            if round % 7 == 0 {
+                let keep = (next_random(&mut state) as usize) % image.len();
+                image.truncate(keep);
+            }
+            for protocol in [BootProtocol::Auto, BootProtocol::Linux64] {
+                let _ = load_kernel_from(&memory, &mut Cursor::new(image.as_slice()), protocol);
+            }
+        }
+    }
+
     #[test]
     fn elf_entry_prefers_pvh_only_when_asked_or_automatic() {
         let result = KernelLoaderResult {
