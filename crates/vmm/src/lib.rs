@@ -5,7 +5,6 @@
 //! It talks to KVM only through the `hypervisor` crate and knows nothing of HTTP, XML or the
 //! management daemon.
 
-pub mod config;
 mod device_manager;
 mod error;
 mod event_loop;
@@ -15,6 +14,7 @@ mod memory;
 mod vcpu;
 mod vm;
 
-pub use config::VmConfig;
 pub use error::{KernelError, VmmError};
 pub use vm::{VmOutcome, run_vm};
+pub use vmm_api::config;
+pub use vmm_api::config::VmConfig;
