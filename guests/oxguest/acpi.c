@@ -10,12 +10,15 @@
 #define ROOT_MAX_ENTRIES 256
 
 /* FADT field offsets (ACPI 6.5, table 5.9). */
+#define FADT_PM1A_EVT 56
 #define FADT_PM1A_CNT 64
 #define FADT_PM1B_CNT 68
 #define FADT_PM_TMR 76
+#define FADT_PM1_EVT_LEN 88
 #define FADT_FLAGS 112
 #define FADT_RESET_REG 116
 #define FADT_RESET_VALUE 128
+#define FADT_X_PM1A_EVT 148
 #define FADT_X_PM1A_CNT 172
 #define FADT_X_PM_TMR 208
 #define FADT_FLAG_RESET_REG_SUP (1u << 10)
@@ -29,6 +32,8 @@
 #define MADT_LAPIC_ENABLED 1u
 
 /* docs/platform.md values, used when the firmware tables do not say. */
+#define PLATFORM_PM1A_EVT 0x600
+#define PLATFORM_PM1_EVT_LEN 4
 #define PLATFORM_PM1A_CNT 0x604
 #define PLATFORM_PM_TMR 0x608
 #define PLATFORM_RESET_PORT 0x60C
@@ -117,6 +122,12 @@ static void parse_reset_register(const uint8_t *fadt, uint32_t len)
 static void parse_fadt(const uint8_t *fadt, uint32_t len)
 {
 	plat.have_fadt = true;
+	plat.pm1a_evt = fadt_port(fadt, len, FADT_PM1A_EVT, FADT_X_PM1A_EVT);
+	/* Status and enable halves of at least 2 bytes each (ACPI 6.5, 4.8.3.1). */
+	plat.pm1_evt_len = len > FADT_PM1_EVT_LEN && fadt[FADT_PM1_EVT_LEN] >= 4 &&
+				   fadt[FADT_PM1_EVT_LEN] % 2 == 0
+			       ? fadt[FADT_PM1_EVT_LEN]
+			       : PLATFORM_PM1_EVT_LEN;
 	plat.pm1a_cnt = fadt_port(fadt, len, FADT_PM1A_CNT, FADT_X_PM1A_CNT);
 	plat.pm1b_cnt = len >= FADT_PM1B_CNT + 4 && load_u32(fadt + FADT_PM1B_CNT) < 0x10000
 				? (uint16_t)load_u32(fadt + FADT_PM1B_CNT)
@@ -207,6 +218,8 @@ static void parse_rsdp(uint64_t addr)
 static void apply_fallbacks(void)
 {
 	if (!plat.have_fadt) {
+		plat.pm1a_evt = PLATFORM_PM1A_EVT;
+		plat.pm1_evt_len = PLATFORM_PM1_EVT_LEN;
 		plat.pm1a_cnt = PLATFORM_PM1A_CNT;
 		plat.pm1b_cnt = 0;
 		plat.pm_timer = PLATFORM_PM_TMR;
@@ -214,6 +227,11 @@ static void apply_fallbacks(void)
 		plat.reset.space = GAS_SYSTEM_IO;
 		plat.reset.address = PLATFORM_RESET_PORT;
 		plat.reset.value = PLATFORM_RESET_VALUE;
+	}
+	if (plat.pm1a_evt == 0) {
+		/* A FADT without an event block: the docs/platform.md port is the best guess. */
+		plat.pm1a_evt = PLATFORM_PM1A_EVT;
+		plat.pm1_evt_len = PLATFORM_PM1_EVT_LEN;
 	}
 	if (!plat.have_madt)
 		plat.lapic_base = PLATFORM_LAPIC_BASE;
@@ -226,10 +244,10 @@ static void print_summary(void)
 		ksnprintf(reset, sizeof(reset), "%s:0x%llx=0x%02x",
 			  plat.reset.space == GAS_SYSTEM_IO ? "io" : "mem",
 			  (unsigned long long)plat.reset.address, plat.reset.value);
-	kprintf("oxguest: acpi rsdp=0x%llx fadt=%s madt=%s pm1a_cnt=0x%x pm1b_cnt=0x%x pm_tmr=0x%x "
-		"reset=%s lapic=0x%llx cpus=%u%s\n",
+	kprintf("oxguest: acpi rsdp=0x%llx fadt=%s madt=%s pm1a_evt=0x%x pm1a_cnt=0x%x pm1b_cnt=0x%x "
+		"pm_tmr=0x%x reset=%s lapic=0x%llx cpus=%u%s\n",
 		(unsigned long long)plat.rsdp, plat.have_fadt ? "yes" : "no(defaults)",
-		plat.have_madt ? "yes" : "no", plat.pm1a_cnt, plat.pm1b_cnt, plat.pm_timer, reset,
+		plat.have_madt ? "yes" : "no", plat.pm1a_evt, plat.pm1a_cnt, plat.pm1b_cnt, plat.pm_timer, reset,
 		(unsigned long long)plat.lapic_base, plat.cpu_count,
 		plat.cpus_truncated ? "(truncated)" : "");
 }

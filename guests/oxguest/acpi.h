@@ -25,6 +25,8 @@ struct platform {
 	uint64_t rsdp; /* 0: no ACPI, fallbacks in use */
 	bool have_fadt;
 	bool have_madt;
+	uint16_t pm1a_evt; /* PM1a event block: PM1_STS, then PM1_EN at pm1a_evt + pm1_evt_len / 2 */
+	uint8_t pm1_evt_len;
 	uint16_t pm1a_cnt;
 	uint16_t pm1b_cnt; /* 0: none */
 	uint16_t pm_timer; /* 0: none */

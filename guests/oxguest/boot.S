@@ -30,11 +30,14 @@
 
 /*
  * Fills the four page directories with 2 MiB identity mappings of 0-4 GiB. The last GiB
- * (MMIO hole: local APIC, IOAPIC, PCI) is mapped uncached. Clobbers eax, ecx, edx, edi.
+ * (MMIO hole: local APIC, IOAPIC, PCI) is mapped uncached. Every entry of every level is
+ * user-accessible (U/S): the counter scenario's CPL3 code runs from the image and writes
+ * anywhere in RAM, and this is a test guest (CR4.SMEP/SMAP stay off, so CPL0 is unaffected).
+ * Clobbers eax, ecx, edx, edi.
  */
 .macro BUILD_PAGE_DIRECTORIES
 	mov $page_directories, %edi
-	mov $(PDE_LARGE | PDE_WRITE | PDE_PRESENT), %eax
+	mov $(PDE_LARGE | PDE_USER | PDE_WRITE | PDE_PRESENT), %eax
 	xor %edx, %edx
 	mov $(3 * 512), %ecx
 1:	mov %eax, (%edi)
@@ -169,6 +172,9 @@ gdt:
 	.quad 0x00AF9B000000FFFF	/* GDT_CODE64: 64-bit code */
 	.quad 0x00CF93000000FFFF	/* GDT_DATA: flat data */
 	.quad 0x00CF9B000000FFFF	/* GDT_CODE32: flat 32-bit code (AP trampoline) */
+	.quad 0x00CFF3000000FFFF	/* GDT_USER_DATA: flat data, DPL 3 */
+	.quad 0x00AFFB000000FFFF	/* GDT_USER_CODE64: 64-bit code, DPL 3 */
+	.quad 0, 0			/* GDT_TSS: 64-bit TSS descriptor, written by usermode.c */
 gdt_end:
 	.balign 8
 	.globl gdt_ptr
@@ -183,13 +189,13 @@ gdt_ptr:
 	.balign 4096
 	.globl pml4
 pml4:
-	.quad pdpt + (PDE_WRITE | PDE_PRESENT)
+	.quad pdpt + (PDE_USER | PDE_WRITE | PDE_PRESENT)
 	.fill 511, 8, 0
 pdpt:
-	.quad page_directories + 0x0000 + (PDE_WRITE | PDE_PRESENT)
-	.quad page_directories + 0x1000 + (PDE_WRITE | PDE_PRESENT)
-	.quad page_directories + 0x2000 + (PDE_WRITE | PDE_PRESENT)
-	.quad page_directories + 0x3000 + (PDE_WRITE | PDE_PRESENT)
+	.quad page_directories + 0x0000 + (PDE_USER | PDE_WRITE | PDE_PRESENT)
+	.quad page_directories + 0x1000 + (PDE_USER | PDE_WRITE | PDE_PRESENT)
+	.quad page_directories + 0x2000 + (PDE_USER | PDE_WRITE | PDE_PRESENT)
+	.quad page_directories + 0x3000 + (PDE_USER | PDE_WRITE | PDE_PRESENT)
 	.fill 508, 8, 0
 
 	/* Not zeroed at entry: every byte is written before use. */

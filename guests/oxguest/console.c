@@ -48,6 +48,12 @@ void console_puts(const char *s)
 		console_putc(*s++);
 }
 
+void console_end_line(void)
+{
+	if (!at_line_start)
+		console_putc('\n');
+}
+
 static void sink_put(struct sink *sink, char c)
 {
 	if (sink->buf == NULL) {
@@ -227,14 +233,23 @@ void kprintf(const char *fmt, ...)
 	va_end(args);
 }
 
-int ksnprintf(char *buf, int size, const char *fmt, ...)
+int kvsnprintf(char *buf, int size, const char *fmt, va_list args)
 {
 	struct sink sink = {buf, size, 0};
-	va_list args;
-	va_start(args, fmt);
-	format(&sink, fmt, &args);
-	va_end(args);
+	va_list copy;
+	va_copy(copy, args);
+	format(&sink, fmt, &copy);
+	va_end(copy);
 	if (size > 0)
 		buf[sink.len] = '\0';
 	return sink.len;
+}
+
+int ksnprintf(char *buf, int size, const char *fmt, ...)
+{
+	va_list args;
+	va_start(args, fmt);
+	int len = kvsnprintf(buf, size, fmt, args);
+	va_end(args);
+	return len;
 }

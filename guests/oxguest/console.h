@@ -25,6 +25,8 @@
 void console_init(void);
 void console_putc(char c);
 void console_puts(const char *s);
+/* Ends the current line with '\n' unless the console is at the start of a line. */
+void console_end_line(void);
 
 /*
  * printf subset: %s %c %d %i %u %x %X %p %%, length modifiers l, ll, z, flags '0' and '-',
@@ -35,5 +37,6 @@ void kvprintf(const char *fmt, va_list args);
 
 /* Formats into buf (always NUL-terminated when size > 0), truncating. Returns bytes written. */
 __attribute__((format(printf, 3, 4))) int ksnprintf(char *buf, int size, const char *fmt, ...);
+int kvsnprintf(char *buf, int size, const char *fmt, va_list args);
 
 #endif

@@ -16,6 +16,13 @@ static inline void outw(uint16_t port, uint16_t value)
 	__asm__ volatile("outw %0, %1" : : "a"(value), "Nd"(port) : "memory");
 }
 
+static inline uint16_t inw(uint16_t port)
+{
+	uint16_t value;
+	__asm__ volatile("inw %1, %0" : "=a"(value) : "Nd"(port) : "memory");
+	return value;
+}
+
 static inline uint8_t inb(uint16_t port)
 {
 	uint8_t value;
@@ -74,6 +81,13 @@ static inline uint64_t read_cr3(void)
 {
 	uint64_t value;
 	__asm__ volatile("mov %%cr3, %0" : "=r"(value));
+	return value;
+}
+
+static inline uint64_t read_cr2(void)
+{
+	uint64_t value;
+	__asm__ volatile("mov %%cr2, %0" : "=r"(value));
 	return value;
 }
 

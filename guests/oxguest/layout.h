@@ -8,10 +8,17 @@
 /* Physical address the ELF is linked and loaded at (see linker.ld). */
 #define LOAD_ADDR 0x100000
 
-/* GDT selectors (gdt in boot.S). */
+/*
+ * GDT selectors (gdt in boot.S). The AP trampoline loads only the first four descriptors; the
+ * user-mode ones and the TSS (16 bytes, filled in by usermode.c) follow them.
+ */
 #define GDT_CODE64 0x08
 #define GDT_DATA 0x10
 #define GDT_CODE32 0x18
+#define GDT_USER_DATA 0x20
+#define GDT_USER_CODE64 0x28
+#define GDT_TSS 0x30
+#define SELECTOR_RPL3 3
 
 /* Control register and MSR bits used while switching modes. */
 #define CR0_PE 0x00000001
@@ -23,6 +30,7 @@
 /* Page directory entry flags for 2 MiB pages. */
 #define PDE_PRESENT 0x001
 #define PDE_WRITE 0x002
+#define PDE_USER 0x004
 #define PDE_PWT 0x008
 #define PDE_PCD 0x010
 #define PDE_LARGE 0x080
@@ -30,6 +38,12 @@
 /* Stacks. The BSP stack is used by all C code on the boot CPU. */
 #define BSP_STACK_SIZE 16384
 #define AP_STACK_SIZE 4096
+/*
+ * Stacks of the CPL3 code (usermode.c) and of the CPL0 code it enters (system calls,
+ * exceptions: the TSS's RSP0).
+ */
+#define USER_STACK_SIZE 8192
+#define KERNEL_STACK_SIZE 4096
 /* Upper bound on CPUs (BSP included) the guest can bring up. */
 #define MAX_CPUS 64
 

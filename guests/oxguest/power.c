@@ -37,6 +37,32 @@ void acpi_power_off(void)
 	delay_us(SETTLE_US);
 }
 
+static uint16_t pm1_enable_port(void)
+{
+	const struct platform *p = platform();
+	return (uint16_t)(p->pm1a_evt + p->pm1_evt_len / 2);
+}
+
+uint16_t pm1_status(void)
+{
+	return inw(platform()->pm1a_evt);
+}
+
+void pm1_status_clear(uint16_t bits)
+{
+	outw(platform()->pm1a_evt, bits);
+}
+
+uint16_t pm1_enable(void)
+{
+	return inw(pm1_enable_port());
+}
+
+void pm1_set_enable(uint16_t bits)
+{
+	outw(pm1_enable_port(), bits);
+}
+
 _Noreturn void power_off_or_halt(void)
 {
 	acpi_power_off();

@@ -3,6 +3,7 @@
 #define OXGUEST_POWER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 enum reset_method {
 	RESET_I8042 = 1,
@@ -18,6 +19,16 @@ const char *reset_method_name(int method);
  * Returns only if the machine is still running about a second later.
  */
 void acpi_power_off(void);
+
+/* PWRBTN_STS in PM1_STS and PWRBTN_EN in PM1_EN (ACPI 6.5, 4.8.3.1). */
+#define PM1_PWRBTN (1u << 8)
+
+/* PM1_STS / PM1_EN of the PM1a event block (platform()->pm1a_evt). */
+uint16_t pm1_status(void);
+/* Writes 1s to clear the given PM1_STS bits. */
+void pm1_status_clear(uint16_t bits);
+uint16_t pm1_enable(void);
+void pm1_set_enable(uint16_t bits);
 
 /* Prints "oxguest: poweroff failed" after a failed power-off and halts. */
 _Noreturn void power_off_or_halt(void);

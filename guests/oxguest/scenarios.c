@@ -6,6 +6,7 @@
 #include "acpi.h"
 #include "cmos.h"
 #include "console.h"
+#include "counter.h"
 #include "inputs.h"
 #include "io.h"
 #include "layout.h"
@@ -40,6 +41,15 @@
 #define CRASH_ADDR 0xD0000000UL
 
 #define SERIAL_TEMT_TIMEOUT_US 10000
+
+/*
+ * wait-shutdown: how long it waits for the power button, and the pause between two reads of
+ * PM1_STS (each poll is a handful of emulated instructions and one port exit).
+ */
+#define POWER_BUTTON_TIMEOUT_US 30000000u
+#define POWER_BUTTON_POLL_US 1000u
+/* What a read from an I/O port with nothing behind it returns. */
+#define FLOATING_BUS16 0xFFFF
 
 struct ctx {
 	const struct boot_info *info;
@@ -224,6 +234,46 @@ static void run_serial_echo(const struct ctx *ctx)
 	echo_serial_line(ctx->name);
 }
 
+static void run_counter_scenario(const struct ctx *ctx)
+{
+	run_counter(ctx->name, ctx->info);
+}
+
+/*
+ * Polls PM1_STS (no interrupt handler; the SCI stays masked in the IOAPIC) for PWRBTN_STS, as an
+ * ACPI OS's power button driver would see it. A press before the scenario started counts too.
+ * PWRBTN_EN is set as an OS would and put back on timeout.
+ */
+static void run_wait_shutdown(const struct ctx *ctx)
+{
+	char why[96];
+	uint16_t enable = pm1_enable();
+	pm1_set_enable(enable | PM1_PWRBTN);
+	kprintf("oxguest: waiting for the power button\n");
+	struct deadline d;
+	deadline_start(&d, POWER_BUTTON_TIMEOUT_US);
+	for (;;) {
+		uint16_t status = pm1_status();
+		if (status == FLOATING_BUS16) {
+			ksnprintf(why, sizeof(why), "PM1_STS at port 0x%x reads 0xffff (no PM1 event block)",
+				  platform()->pm1a_evt);
+			break;
+		}
+		if (status & PM1_PWRBTN) {
+			pm1_status_clear(PM1_PWRBTN);
+			scenario_pass(ctx->name, "power button");
+			power_off_or_halt();
+		}
+		if (deadline_expired(&d)) {
+			ksnprintf(why, sizeof(why), "timeout");
+			break;
+		}
+		delay_us(POWER_BUTTON_POLL_US);
+	}
+	pm1_set_enable(enable);
+	scenario_fail(ctx->name, why);
+}
+
 static void run_demo(const struct ctx *ctx)
 {
 	const struct smp_result *r = smp_bring_up(ctx->info);
@@ -258,6 +308,8 @@ static const struct scenario scenarios[] = {
 	{"crash", run_crash, MARKER_CRASH},
 	{"initrd", run_initrd, 0},
 	{"serial-echo", run_serial_echo, 0},
+	{"counter", run_counter_scenario, 0},
+	{"wait-shutdown", run_wait_shutdown, 0},
 	{"demo", run_demo, 0},
 };
 

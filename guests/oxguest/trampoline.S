@@ -30,7 +30,7 @@ trampoline_start:
 
 	.balign 8
 trampoline_gdt_ptr:
-	.word 4 * 8 - 1			/* four descriptors, see gdt in boot.S */
+	.word 4 * 8 - 1			/* the first four descriptors of gdt (boot.S): all an AP uses */
 	.long gdt
 	.balign 8
 	.globl trampoline_cr3

@@ -5,7 +5,8 @@
 //! The first line after entry is [`STARTED_PVH`] or [`STARTED_LINUX64`]; after the last
 //! scenario the guest prints [`DONE`] and powers off, or [`POWEROFF_FAILED`] when it could not.
 //! The `crash` scenario prints [`CRASHING`] and no `TEST` line: the VMM stopping the machine is
-//! its result.
+//! its result. The `counter` scenario prints no `TEST` line either when it runs: it prints
+//! [`COUNTER_RUNNING`] and then count lines ([`parse_counter_line`]) until the host stops it.
 
 /// First line on the PVH path, printed before anything else (time-to-first-byte marker).
 pub const STARTED_PVH: &str = "oxguest: started (pvh)";
@@ -19,6 +20,25 @@ pub const POWEROFF_FAILED: &str = "oxguest: poweroff failed";
 pub const CRASHING: &str = "oxguest: crashing on purpose";
 /// Printed by `serial-echo` when it starts polling COM1: send the line after this one.
 pub const SERIAL_ECHO_WAITING: &str = "oxguest: waiting up to 10 s for a line on COM1";
+
+/// Printed by `wait-shutdown` when it starts polling PM1_STS: press the power button after
+/// this line (a press since boot counts too).
+pub const WAITING_FOR_POWER_BUTTON: &str = "oxguest: waiting for the power button";
+/// Details of `TEST wait-shutdown PASS ...` (then the guest powers off at once).
+pub const POWER_BUTTON_DETAILS: &str = "power button";
+
+/// Printed by `counter` when its loop starts at CPL3 (after the `touch=` pass, if any). Count
+/// lines follow, one every [`COUNTER_LINE_INTERVAL`] increments.
+pub const COUNTER_RUNNING: &str = "oxguest: counter running at cpl3";
+/// Increments between two count lines (`counter <n>`): every count line holds a multiple of
+/// this, and consecutive lines differ by exactly this much.
+pub const COUNTER_LINE_INTERVAL: u64 = 1 << 30;
+/// Guest-physical address of the count: a little-endian `u64`, incremented at CPL3 (a memory
+/// snapshot holds the count at this offset of the RAM at address 0).
+pub const COUNTER_ADDR: u64 = 0x2000;
+/// Where the `touch=N` region of `counter` starts: the first 2 MiB boundary above the image.
+/// `dirty=M` rewrites byte 0 of every 4 KiB page of its first M MiB after every count line.
+pub const COUNTER_TOUCH_REGION_ALIGN: u64 = 2 * 1024 * 1024;
 
 /// The `initrd` scenario hashes at most this many leading bytes of the initrd.
 pub const INITRD_HASH_LIMIT: usize = 64 * 1024;
@@ -36,6 +56,8 @@ pub const SCENARIOS: &[&str] = &[
     "crash",
     "initrd",
     "serial-echo",
+    "counter",
+    "wait-shutdown",
     "demo",
 ];
 
@@ -127,6 +149,34 @@ pub fn parse_initrd_details(details: &str) -> Option<InitrdReport> {
     })
 }
 
+/// The count of a `counter <n>` line (decimal); `None` for any other line.
+pub fn parse_counter_line(line: &str) -> Option<u64> {
+    let digits = line
+        .trim_end_matches(['\r', '\n'])
+        .strip_prefix("counter ")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The MiB of an `oxguest: touched <N> MiB` line (`counter` with `touch=N`); `None` otherwise.
+pub fn parse_touched_line(line: &str) -> Option<u64> {
+    let mib = line
+        .trim_end_matches(['\r', '\n'])
+        .strip_prefix("oxguest: touched ")?
+        .strip_suffix(" MiB")?;
+    if mib.is_empty() || !mib.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    mib.parse().ok()
+}
+
+/// Every count of an output's `counter` lines, in order.
+pub fn counter_values(output: &str) -> Vec<u64> {
+    output.lines().filter_map(parse_counter_line).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +260,90 @@ mod tests {
         assert!(parse_initrd_details("addr=0x1000 size=12").is_none());
         assert!(parse_initrd_details("addr=0x1000 size=x fnv1a=0x1").is_none());
         assert!(parse_initrd_details("addr=0x1000 size=1 fnv1a=0x1 extra").is_none());
+    }
+
+    #[test]
+    fn parses_counter_lines() {
+        assert_eq!(parse_counter_line("counter 1073741824\n"), Some(1 << 30));
+        assert_eq!(parse_counter_line("counter 0"), Some(0));
+        assert_eq!(
+            parse_counter_line("counter 18446744073709551615\r\n"),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn rejects_other_counter_like_lines() {
+        assert_eq!(parse_counter_line(COUNTER_RUNNING), None);
+        assert_eq!(parse_counter_line("counter "), None);
+        assert_eq!(parse_counter_line("counter +5"), None);
+        assert_eq!(parse_counter_line("counter 12 13"), None);
+        assert_eq!(parse_counter_line("counter 18446744073709551616"), None);
+        assert_eq!(
+            parse_counter_line("TEST counter FAIL dirty=5 exceeds touch=4"),
+            None
+        );
+        assert_eq!(parse_counter_line(" counter 5"), None);
+    }
+
+    #[test]
+    fn counter_values_skip_other_lines() {
+        let output = "oxguest: touched 4 MiB\noxguest: counter running at cpl3\n\
+                      counter 1073741824\ncounter 2147483648\ncount";
+
+        assert_eq!(counter_values(output), vec![1 << 30, 2 << 30]);
+    }
+
+    #[test]
+    fn parses_touched_lines() {
+        assert_eq!(parse_touched_line("oxguest: touched 64 MiB\n"), Some(64));
+        assert_eq!(parse_touched_line("oxguest: touched 0 MiB"), Some(0));
+        assert_eq!(parse_touched_line("oxguest: touched MiB"), None);
+        assert_eq!(parse_touched_line("oxguest: touched -1 MiB"), None);
+        assert_eq!(parse_touched_line("oxguest: touched 64 KiB"), None);
+    }
+
+    /// The `{"name", run_...` rows of the guest's scenario table, in order.
+    fn c_scenario_table(source: &str) -> Vec<&str> {
+        let table = source
+            .split_once("static const struct scenario scenarios[] = {")
+            .and_then(|(_, rest)| rest.split_once("};"))
+            .map(|(table, _)| table)
+            .expect("scenarios.c has the scenario table");
+        table
+            .lines()
+            .filter_map(|row| row.trim().strip_prefix("{\""))
+            .filter_map(|row| row.split_once('"').map(|(name, _)| name))
+            .collect()
+    }
+
+    /// The value of `#define <name> <value>` in a C header.
+    fn c_define<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+        source.lines().find_map(|line| {
+            let rest = line.strip_prefix("#define ")?.strip_prefix(name)?;
+            rest.starts_with(' ').then(|| rest.trim())
+        })
+    }
+
+    #[test]
+    fn scenario_list_matches_the_guest_table() {
+        let table = c_scenario_table(include_str!("../oxguest/scenarios.c"));
+
+        assert_eq!(table, SCENARIOS);
+    }
+
+    #[test]
+    fn counter_constants_match_the_guest() {
+        let header = include_str!("../oxguest/counter.h");
+
+        let addr = c_define(header, "COUNTER_ADDR").expect("COUNTER_ADDR defined");
+        let shift = c_define(header, "COUNTER_LINE_SHIFT").expect("COUNTER_LINE_SHIFT defined");
+
+        assert_eq!(addr, format!("{COUNTER_ADDR:#x}"));
+        assert_eq!(
+            Ok(COUNTER_LINE_INTERVAL),
+            shift.parse::<u32>().map(|s| 1u64 << s)
+        );
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! results. This keeps the guest testable without oxvmm. QEMU is required: the tests fail, not
 //! skip, when `qemu-system-x86_64` is missing.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,8 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Run {
     success: bool,
+    /// The test stopped QEMU itself (after [`Inputs::stop_after_counts`] count lines).
+    stopped: bool,
     output: String,
 }
 
@@ -26,6 +31,68 @@ struct Inputs<'a> {
     initrd: Option<&'a Path>,
     /// Sent on COM1 once the guest prints [`protocol::SERIAL_ECHO_WAITING`].
     serial_line: Option<&'a [u8]>,
+    /// Press the ACPI power button (monitor `system_powerdown`) once the guest prints
+    /// [`protocol::WAITING_FOR_POWER_BUTTON`].
+    power_button: bool,
+    /// Stop QEMU after this many `counter` lines (the counter scenario never ends by itself).
+    stop_after_counts: Option<usize>,
+}
+
+/// What the output reader does when the guest prints certain lines.
+struct Reactions {
+    serial_line: Option<Vec<u8>>,
+    /// QEMU's human monitor socket, for the power button.
+    monitor: Option<PathBuf>,
+    stop_after_counts: Option<usize>,
+    /// Set when enough count lines arrived.
+    stop: Arc<AtomicBool>,
+}
+
+/// A path in the temporary directory, removed when dropped.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> Self {
+        let name = format!("oxguest-qemu-{tag}-{}", std::process::id());
+        TempPath(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reads the monitor until its `(qemu) ` prompt has appeared `prompts` times.
+fn await_prompts(socket: &mut UnixStream, prompts: usize) -> std::io::Result<()> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while seen.windows(7).filter(|w| *w == b"(qemu) ").count() < prompts {
+        let n = socket.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
+
+/// `system_powerdown` on QEMU's human monitor. The connection stays open until QEMU has
+/// answered: QEMU drops a command whose connection closes before it read it.
+fn press_power_button(monitor: &Path) {
+    let pressed = UnixStream::connect(monitor).and_then(|mut socket| {
+        socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+        await_prompts(&mut socket, 1)?;
+        socket.write_all(b"system_powerdown\n")?;
+        await_prompts(&mut socket, 1)
+    });
+    if let Err(e) = pressed {
+        eprintln!(
+            "cannot press the power button through {}: {e}",
+            monitor.display()
+        );
+    }
 }
 
 /// Runs QEMU q35 (TCG) with the guest and the given command line; fails the test on timeout.
@@ -33,11 +100,11 @@ fn boot(smp: u32, cmdline: &str, reboot: bool) -> Run {
     boot_with(smp, cmdline, reboot, Inputs::default())
 }
 
-/// Collects the guest's output; sends `serial_line` when the guest asks for a line.
-fn read_output(stdout: ChildStdout, mut stdin: ChildStdin, serial_line: Option<Vec<u8>>) -> String {
-    let mut pending = serial_line;
+/// Collects the guest's output and acts on the lines named in `reactions`.
+fn read_output(stdout: ChildStdout, mut stdin: ChildStdin, mut reactions: Reactions) -> String {
     let mut reader = BufReader::new(stdout);
     let mut bytes = Vec::new();
+    let mut counts = 0;
     loop {
         let start = bytes.len();
         match reader.read_until(b'\n', &mut bytes) {
@@ -45,16 +112,32 @@ fn read_output(stdout: ChildStdout, mut stdin: ChildStdin, serial_line: Option<V
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&bytes[start..]);
-        if line.trim_end() == protocol::SERIAL_ECHO_WAITING
-            && let Some(input) = pending.take()
+        let line = line.trim_end();
+        if line == protocol::SERIAL_ECHO_WAITING
+            && let Some(input) = reactions.serial_line.take()
         {
             let _ = stdin.write_all(&input).and_then(|()| stdin.flush());
+        }
+        if line == protocol::WAITING_FOR_POWER_BUTTON
+            && let Some(monitor) = reactions.monitor.take()
+        {
+            press_power_button(&monitor);
+        }
+        if protocol::parse_counter_line(line).is_some() {
+            counts += 1;
+            if reactions
+                .stop_after_counts
+                .is_some_and(|limit| counts >= limit)
+            {
+                reactions.stop.store(true, Ordering::Release);
+            }
         }
     }
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
+    let monitor = inputs.power_button.then(|| TempPath::new("monitor"));
     let mut command = Command::new(QEMU);
     command
         .args(["-M", "q35", "-accel", "tcg", "-m", "256", "-nodefaults"])
@@ -66,7 +149,11 @@ fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
             "-append",
             cmdline,
         ])
-        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-display", "none", "-monitor"])
+        .arg(match &monitor {
+            Some(path) => format!("unix:{},server=on,wait=off", path.0.display()),
+            None => "none".to_string(),
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -84,12 +171,23 @@ fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
     });
     let stdout = child.stdout.take().expect("piped stdout");
     let stdin = child.stdin.take().expect("piped stdin");
-    let serial_line = inputs.serial_line.map(<[u8]>::to_vec);
-    let reader = thread::spawn(move || read_output(stdout, stdin, serial_line));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reactions = Reactions {
+        serial_line: inputs.serial_line.map(<[u8]>::to_vec),
+        monitor: monitor.as_ref().map(|m| m.0.clone()),
+        stop_after_counts: inputs.stop_after_counts,
+        stop: Arc::clone(&stop),
+    };
+    let reader = thread::spawn(move || read_output(stdout, stdin, reactions));
     let started = Instant::now();
+    let mut stopped = false;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for qemu") {
             break status;
+        }
+        if !stopped && stop.load(Ordering::Acquire) {
+            stopped = true;
+            let _ = child.kill();
         }
         if started.elapsed() > TIMEOUT {
             let _ = child.kill();
@@ -102,6 +200,7 @@ fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
     let output = reader.join().expect("reader thread");
     Run {
         success: status.success(),
+        stopped,
         output,
     }
 }
@@ -244,6 +343,7 @@ fn qemu_initrd_and_serial_input_reach_the_guest() {
     let inputs = Inputs {
         initrd: Some(&path),
         serial_line: Some(b"hello-qemu\n"),
+        ..Inputs::default()
     };
 
     let run = boot_with(1, "initrd serial-echo", false, inputs);
@@ -269,4 +369,84 @@ fn qemu_initrd_scenario_without_an_initrd_fails_cleanly() {
     assert_clean_finish(&run);
     let line = protocol::find(&run.output, "initrd").expect("initrd reported");
     assert_eq!((line.outcome, line.details), (Outcome::Fail, "no initrd"));
+}
+
+#[test]
+fn qemu_counter_counts_at_cpl3_and_touches_memory() {
+    let inputs = Inputs {
+        stop_after_counts: Some(2),
+        ..Inputs::default()
+    };
+
+    let run = boot_with(1, "touch=4 dirty=1 counter", false, inputs);
+
+    assert!(
+        run.stopped,
+        "the counter stopped by itself; output:\n{}",
+        run.output
+    );
+    let lines: Vec<&str> = run.output.lines().collect();
+    let running = lines
+        .iter()
+        .position(|l| *l == protocol::COUNTER_RUNNING)
+        .unwrap_or_else(|| panic!("no running line; output:\n{}", run.output));
+    assert_eq!(
+        lines
+            .get(running.wrapping_sub(1))
+            .and_then(|l| protocol::parse_touched_line(l)),
+        Some(4),
+        "the touched line comes right before the running line; output:\n{}",
+        run.output
+    );
+    let counts = protocol::counter_values(&run.output);
+    assert_eq!(
+        counts[..2],
+        [
+            protocol::COUNTER_LINE_INTERVAL,
+            2 * protocol::COUNTER_LINE_INTERVAL
+        ],
+        "output:\n{}",
+        run.output
+    );
+    assert!(
+        protocol::parse_output(&run.output).is_empty(),
+        "no TEST line expected"
+    );
+}
+
+#[test]
+fn qemu_counter_rejects_dirty_beyond_touch() {
+    let run = boot(1, "counter touch=2 dirty=3", false);
+
+    assert_clean_finish(&run);
+    let line = protocol::find(&run.output, "counter").expect("counter reported");
+    assert_eq!(
+        (line.outcome, line.details),
+        (Outcome::Fail, "dirty=3 exceeds touch=2")
+    );
+}
+
+#[test]
+fn qemu_wait_shutdown_sees_the_power_button() {
+    let inputs = Inputs {
+        power_button: true,
+        ..Inputs::default()
+    };
+
+    let run = boot_with(1, "wait-shutdown serial", false, inputs);
+
+    assert!(
+        run.success,
+        "QEMU exited with failure; output:\n{}",
+        run.output
+    );
+    assert_eq!(
+        assert_pass(&run, "wait-shutdown"),
+        protocol::POWER_BUTTON_DETAILS
+    );
+    assert!(
+        protocol::find(&run.output, "serial").is_none(),
+        "the guest powers off right after the power button; output:\n{}",
+        run.output
+    );
 }

@@ -14,9 +14,16 @@
 //! the IRQ 8 line is never raised), the square-wave output and daylight-saving adjustment
 //! (Status B DSE). All other registers, including the shutdown status at 0x0F, are plain
 //! NVRAM that survives a guest reset, as the battery-backed original does.
+//!
+//! [`Cmos::state`] and [`Cmos::restore`] carry the registers and the guest's clock across
+//! processes ([`CmosState`]). The clock travels as an offset from the host's wall clock, not
+//! as a time: like the battery-backed original, the RTC keeps counting real time while the
+//! VM is saved, so a restored guest reads the current time plus whatever offset it set.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::bus::byte_offsets;
 use crate::{BusDevice, WallClock};
@@ -26,7 +33,8 @@ pub const CMOS_LEN: u64 = 2;
 
 const INDEX_OFFSET: u64 = 0;
 const DATA_OFFSET: u64 = 1;
-const NVRAM_SIZE: usize = 128;
+/// Number of NVRAM bytes, clock and status registers included.
+pub const NVRAM_SIZE: usize = 128;
 /// Bit 7 of the index port masks NMIs; the register index is the low 7 bits.
 const INDEX_MASK: u8 = 0x7F;
 
@@ -92,6 +100,78 @@ const ONE_MIB: u64 = 1 << 20;
 const SIXTEEN_MIB: u64 = 16 << 20;
 const SIXTY_FOUR_KIB: u64 = 64 << 10;
 
+/// Errors of the CMOS device.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CmosError {
+    /// The restored register index does not address NVRAM.
+    #[error("CMOS state: index {index:#04x} is past the last register ({last:#04x})")]
+    IndexOutOfRange {
+        /// The restored index.
+        index: u8,
+        /// The last valid index.
+        last: u8,
+    },
+    /// The restored NVRAM is not exactly [`NVRAM_SIZE`] bytes.
+    #[error("CMOS state: nvram holds {len} bytes, it must hold exactly {NVRAM_SIZE}")]
+    NvramLength {
+        /// Bytes in the restored NVRAM.
+        len: usize,
+    },
+    /// A restored sub-second field is not below one second.
+    #[error("CMOS state: {field} = {value} ns is not below one second")]
+    NanosOutOfRange {
+        /// The [`CmosState`] field.
+        field: &'static str,
+        /// Its value.
+        value: u32,
+    },
+}
+
+/// The guest-visible state of the RTC and NVRAM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CmosState {
+    /// The register the index port selects (0..=0x7F).
+    pub index: u8,
+    /// All [`NVRAM_SIZE`] register bytes, Status A/B (SET, divider) included. The time
+    /// registers matter only while the clock is stopped.
+    pub nvram: Vec<u8>,
+    /// Guest time minus host wall-clock time: whole seconds (rounded down)...
+    pub clock_offset_secs: i64,
+    /// ...plus these nanoseconds (below 1e9).
+    pub clock_offset_nanos: u32,
+    /// Where in its second the guest's clock restarts when SET or the divider reset ends
+    /// (below 1e9 ns).
+    pub stopped_phase_nanos: u32,
+}
+
+impl CmosState {
+    /// The NVRAM as an array, after refusing values that would index past it or break the
+    /// clock arithmetic.
+    fn validated_nvram(&self) -> Result<[u8; NVRAM_SIZE], CmosError> {
+        if self.index > INDEX_MASK {
+            return Err(CmosError::IndexOutOfRange {
+                index: self.index,
+                last: INDEX_MASK,
+            });
+        }
+        let nvram = <[u8; NVRAM_SIZE]>::try_from(self.nvram.as_slice()).map_err(|_| {
+            CmosError::NvramLength {
+                len: self.nvram.len(),
+            }
+        })?;
+        for (field, value) in [
+            ("clock_offset_nanos", self.clock_offset_nanos),
+            ("stopped_phase_nanos", self.stopped_phase_nanos),
+        ] {
+            if i128::from(value) >= NANOS_PER_SEC {
+                return Err(CmosError::NanosOutOfRange { field, value });
+            }
+        }
+        Ok(nvram)
+    }
+}
+
 /// The CMOS RTC and NVRAM as a [`BusDevice`] of [`CMOS_LEN`] ports.
 pub struct Cmos {
     index: u8,
@@ -144,6 +224,39 @@ impl Cmos {
     /// Records the number of CPUs for firmware (register 0x5F holds count − 1).
     pub fn set_cpu_count(&mut self, n: u8) {
         self.nvram[usize::from(REG_CPU_COUNT_MINUS_ONE)] = n.saturating_sub(1);
+    }
+
+    /// The guest-visible state: index latch, NVRAM and the clock's offset from the host's.
+    pub fn state(&self) -> CmosState {
+        let offset_secs = self.offset_ns.div_euclid(NANOS_PER_SEC);
+        CmosState {
+            index: self.index,
+            nvram: self.nvram.to_vec(),
+            // Offsets come from calendar times of at most five digits' years: far inside i64.
+            clock_offset_secs: i64::try_from(offset_secs).unwrap_or(if offset_secs < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            }),
+            clock_offset_nanos: nanos_below_a_second(self.offset_ns),
+            stopped_phase_nanos: nanos_below_a_second(self.stopped_phase_ns),
+        }
+    }
+
+    /// Replaces the guest-visible state with `state` (taken by [`Cmos::state`], possibly in
+    /// another process). The wall clock stays; a running guest clock shows the host's time
+    /// now plus the restored offset.
+    ///
+    /// A state that would index past NVRAM or break the clock arithmetic is refused with an
+    /// error naming the field, and the device is left unchanged.
+    pub fn restore(&mut self, state: &CmosState) -> Result<(), CmosError> {
+        let nvram = state.validated_nvram()?;
+        self.index = state.index;
+        self.nvram = nvram;
+        self.offset_ns = i128::from(state.clock_offset_secs) * NANOS_PER_SEC
+            + i128::from(state.clock_offset_nanos);
+        self.stopped_phase_ns = i128::from(state.stopped_phase_nanos);
+        Ok(())
     }
 
     /// Guest reset: only transient state goes back to its power-on value (the index latch,
@@ -398,6 +511,11 @@ fn is_time_register(index: u8) -> bool {
 
 fn duration_ns(duration: Duration) -> i128 {
     i128::try_from(duration.as_nanos()).unwrap_or(i128::MAX / 2)
+}
+
+/// The nanoseconds into its second of a nanosecond count (always below 1e9).
+fn nanos_below_a_second(ns: i128) -> u32 {
+    u32::try_from(ns.rem_euclid(NANOS_PER_SEC)).unwrap_or(0)
 }
 
 fn clamp_u16(value: u64) -> u16 {
@@ -893,5 +1011,202 @@ mod tests {
             assert_eq!(time.to_unix(), seconds, "{time:?}");
         }
         assert_eq!(DateTime::from_unix(i128::from(JULY_2031)).weekday, 6);
+    }
+
+    /// Everything a guest reads: every register, Status A (UIP) included.
+    fn read_all(cmos: &mut Cmos) -> Vec<u8> {
+        (0..NVRAM_SIZE as u8)
+            .map(|index| read_reg(cmos, index))
+            .collect()
+    }
+
+    /// A CMOS whose guest set its clock to 2031 in 12-hour binary mode and stored NVRAM
+    /// bytes, 2.25 s of host time ago.
+    fn cmos_running_2031() -> (Cmos, Arc<FakeClock>) {
+        let (mut cmos, clock) = cmos_at(LEAP_DAY, 250_000_000);
+        write_reg(&mut cmos, REG_B, B_24_HOUR | B_SET);
+        set_time_2031(&mut cmos);
+        write_reg(&mut cmos, REG_B, B_BINARY);
+        write_reg(&mut cmos, 0x40, 0x77);
+        write_reg(&mut cmos, 0x0F, 0x0A);
+        clock.advance(Duration::from_millis(2250));
+        (cmos, clock)
+    }
+
+    #[test]
+    fn restored_clock_reads_like_the_original_as_time_goes_on() {
+        let (mut original, original_clock) = cmos_running_2031();
+        let state = original.state();
+        let restored_clock = Arc::new(FakeClock::at(WallClock::now(&*original_clock)));
+        let mut restored = Cmos::new(restored_clock.clone());
+
+        restored.restore(&state).unwrap();
+
+        assert_eq!(restored.state(), state);
+        for step in [0, 300, 700, 999, 86_400_000] {
+            original_clock.advance(Duration::from_millis(step));
+            restored_clock.advance(Duration::from_millis(step));
+            assert_eq!(
+                read_all(&mut restored),
+                read_all(&mut original),
+                "+{step} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn restored_clock_keeps_counting_real_time_while_saved() {
+        let (mut original, _clock) = cmos_running_2031();
+        let state = original.state();
+        // The state was taken at host time LEAP_DAY + 2.5 s.
+        let a_day_later = Duration::from_secs(LEAP_DAY + 86_400) + Duration::from_millis(2500);
+        let mut restored = Cmos::new(Arc::new(FakeClock::at(a_day_later)));
+
+        restored.restore(&state).unwrap();
+
+        assert_eq!(read_reg(&mut original, REG_DAY_OF_MONTH), 4);
+        assert_eq!(read_reg(&mut restored, REG_DAY_OF_MONTH), 5);
+        assert_eq!(
+            read_reg(&mut restored, REG_HOURS),
+            12,
+            "12-hour mode, binary"
+        );
+        assert_eq!(read_reg(&mut restored, REG_MINUTES), 30);
+        assert_eq!(read_reg(&mut restored, REG_SECONDS), 2);
+    }
+
+    #[test]
+    fn restored_index_and_nvram_are_read_without_reselecting() {
+        let (mut original, clock) = cmos_running_2031();
+        original.write(INDEX_OFFSET, &[0x80 | 0x40]);
+        let mut restored = Cmos::new(clock);
+
+        restored.restore(&original.state()).unwrap();
+        let mut data = [0u8];
+        restored.read(DATA_OFFSET, &mut data);
+
+        assert_eq!(data, [0x77]);
+        assert_eq!(read_reg(&mut restored, 0x0F), 0x0A);
+    }
+
+    #[test]
+    fn a_clock_stopped_mid_set_restarts_the_same_way_after_restore() {
+        // Linux's set-time sequence, interrupted after the writes: SET on, divider in reset.
+        let (mut original, original_clock) = cmos_at(LEAP_DAY, 777);
+        write_reg(&mut original, REG_B, B_24_HOUR | B_SET);
+        write_reg(&mut original, REG_A, DEFAULT_A | 0x60);
+        set_time_2031(&mut original);
+        let state = original.state();
+        let restored_clock = Arc::new(FakeClock::at(Duration::new(LEAP_DAY + 50, 0)));
+        let mut restored = Cmos::new(restored_clock.clone());
+        restored.restore(&state).unwrap();
+        original_clock.advance(Duration::from_secs(9));
+
+        for cmos in [&mut original, &mut restored] {
+            write_reg(cmos, REG_B, B_24_HOUR);
+            write_reg(cmos, REG_A, DEFAULT_A);
+        }
+        original_clock.advance(Duration::from_millis(500));
+        restored_clock.advance(Duration::from_millis(500));
+
+        assert_eq!(read_all(&mut restored), read_all(&mut original));
+        assert_eq!(read_reg(&mut restored, REG_SECONDS), 0x01);
+    }
+
+    #[test]
+    fn state_survives_json() {
+        let (cmos, _clock) = cmos_running_2031();
+        let state = cmos.state();
+
+        let json = serde_json::to_string(&state).unwrap();
+        let decoded: CmosState = serde_json::from_str(&json).unwrap();
+
+        assert_eq!(decoded, state);
+    }
+
+    #[test]
+    fn negative_offsets_round_down_to_whole_seconds() {
+        let (mut cmos, clock) = cmos_at(LEAP_DAY, 100);
+        write_reg(&mut cmos, REG_B, B_24_HOUR | B_SET);
+        write_reg(&mut cmos, REG_CENTURY, 0x19);
+        write_reg(&mut cmos, REG_B, B_24_HOUR);
+
+        let state = cmos.state();
+        let mut restored = Cmos::new(clock);
+        restored.restore(&state).unwrap();
+
+        assert!(state.clock_offset_secs < 0);
+        assert_eq!(state.clock_offset_nanos, 0, "same phase as the host clock");
+        assert_eq!(read_time(&mut restored), read_time(&mut cmos));
+    }
+
+    #[test]
+    fn json_with_an_unknown_field_is_refused() {
+        let (cmos, _clock) = cmos_at(LEAP_DAY, 0);
+        let mut json = serde_json::to_value(cmos.state()).unwrap();
+        json["alarm"] = 0.into();
+
+        let err = serde_json::from_value::<CmosState>(json).unwrap_err();
+
+        assert!(err.to_string().contains("unknown field `alarm`"), "{err}");
+    }
+
+    #[test]
+    fn impossible_states_are_refused_by_name_and_change_nothing() {
+        let (mut cmos, _clock) = cmos_running_2031();
+        let before = cmos.state();
+        let with = |change: fn(&mut CmosState)| {
+            let mut state = before.clone();
+            change(&mut state);
+            state
+        };
+
+        let errors = [
+            with(|s| s.index = 0x80),
+            with(|s| s.nvram.truncate(NVRAM_SIZE - 1)),
+            with(|s| s.nvram.push(0)),
+            with(|s| s.clock_offset_nanos = 1_000_000_000),
+            with(|s| s.stopped_phase_nanos = u32::MAX),
+        ]
+        .map(|bad| cmos.restore(&bad).unwrap_err());
+
+        assert_eq!(
+            errors,
+            [
+                CmosError::IndexOutOfRange {
+                    index: 0x80,
+                    last: 0x7F
+                },
+                CmosError::NvramLength { len: 127 },
+                CmosError::NvramLength { len: 129 },
+                CmosError::NanosOutOfRange {
+                    field: "clock_offset_nanos",
+                    value: 1_000_000_000
+                },
+                CmosError::NanosOutOfRange {
+                    field: "stopped_phase_nanos",
+                    value: u32::MAX
+                },
+            ]
+        );
+        assert!(errors[0].to_string().contains("index 0x80"));
+        assert_eq!(cmos.state(), before);
+    }
+
+    #[test]
+    fn extreme_offsets_restore_without_panicking() {
+        let (mut cmos, _clock) = cmos_at(LEAP_DAY, 0);
+        for secs in [i64::MIN, i64::MAX] {
+            let state = CmosState {
+                clock_offset_secs: secs,
+                clock_offset_nanos: 999_999_999,
+                ..cmos.state()
+            };
+
+            cmos.restore(&state).unwrap();
+            let time = read_all(&mut cmos);
+
+            assert!(time[usize::from(REG_MONTH)] <= 0x12);
+        }
     }
 }

@@ -11,11 +11,15 @@
 //!
 //! Offsets relative to the base (port 0x60): 0 is the data port, 4 is the status/command
 //! port; offsets 1–3 read 0xff and ignore writes.
+//!
+//! [`I8042::state`] and [`I8042::restore`] carry the controller and keyboard state
+//! ([`I8042State`]) across processes; `vm_superio`'s part holds no state of its own.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use vm_superio::{I8042Device, Trigger};
 
 use crate::bus::byte_offsets;
@@ -99,7 +103,9 @@ const CTRL_ALT_DEL_SET1: &[u8] = &[
 ];
 
 /// Size of the controller's output queue.
-const OUTPUT_QUEUE_LEN: usize = 16;
+pub const OUTPUT_QUEUE_LEN: usize = 16;
+/// Keyboard commands that wait for an argument byte.
+const KBD_COMMANDS_WITH_ARGUMENT: [u8; 3] = [KBD_SET_LEDS, KBD_SCANCODE_SET, KBD_SET_TYPEMATIC];
 
 /// Errors of the i8042 device.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -112,6 +118,41 @@ pub enum I8042Error {
         /// Bytes free in the queue.
         free: usize,
     },
+    /// A restored output queue is longer than the controller's.
+    #[error("i8042 state: output_queue holds {len} bytes, the queue holds at most {capacity}")]
+    OutputQueueTooLong {
+        /// Bytes in the restored queue.
+        len: usize,
+        /// The queue's size.
+        capacity: usize,
+    },
+    /// A restored keyboard command is not one that waits for an argument.
+    #[error(
+        "i8042 state: keyboard_command {command:#04x} is not a command that waits for an \
+         argument (0xed, 0xf0, 0xf3)"
+    )]
+    InvalidKeyboardCommand {
+        /// The restored command.
+        command: u8,
+    },
+}
+
+/// The guest-visible state of the controller and its keyboard.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct I8042State {
+    /// The controller configuration byte ("CTR", command 0x20 reads it).
+    pub configuration: u8,
+    /// The controller output port (command 0xD0 reads it).
+    pub output_port: u8,
+    /// Whether the last write went to the command port (status bit 3).
+    pub last_write_was_command: bool,
+    /// What the next data-port write is for.
+    pub data_target: DataTarget,
+    /// A keyboard command (0xED, 0xF0 or 0xF3) waiting for its argument byte.
+    pub keyboard_command: Option<u8>,
+    /// Bytes waiting for the guest to read, oldest first (at most [`OUTPUT_QUEUE_LEN`]).
+    pub output_queue: Vec<u8>,
 }
 
 /// Turns the reset line of `vm_superio`'s controller into a machine reset request.
@@ -127,8 +168,9 @@ impl Trigger for ResetTrigger {
 }
 
 /// What the next byte written to the data port is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DataTarget {
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DataTarget {
     /// A command (or command argument) for the keyboard.
     Keyboard,
     /// The new controller configuration byte.
@@ -186,6 +228,46 @@ impl I8042 {
             });
         }
         self.push_from_keyboard(sequence);
+        Ok(())
+    }
+
+    /// The guest-visible state: configuration, output port, pending command and output.
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            configuration: self.ctr,
+            output_port: self.output_port,
+            last_write_was_command: self.last_write_was_command,
+            data_target: self.data_target,
+            keyboard_command: self.kbd_command,
+            output_queue: self.output.iter().copied().collect(),
+        }
+    }
+
+    /// Replaces the guest-visible state with `state` (taken by [`I8042::state`], possibly in
+    /// another process). The reset and IRQ lines stay; no interrupt is raised (one for the
+    /// byte at the head of the queue was sent before the snapshot).
+    ///
+    /// A state the controller can never be in is refused with an error naming the field, and
+    /// the device is left unchanged.
+    pub fn restore(&mut self, state: &I8042State) -> Result<(), I8042Error> {
+        if state.output_queue.len() > OUTPUT_QUEUE_LEN {
+            return Err(I8042Error::OutputQueueTooLong {
+                len: state.output_queue.len(),
+                capacity: OUTPUT_QUEUE_LEN,
+            });
+        }
+        if let Some(command) = state.keyboard_command
+            && !KBD_COMMANDS_WITH_ARGUMENT.contains(&command)
+        {
+            return Err(I8042Error::InvalidKeyboardCommand { command });
+        }
+        self.ctr = state.configuration;
+        self.output_port = state.output_port;
+        self.last_write_was_command = state.last_write_was_command;
+        self.data_target = state.data_target;
+        self.kbd_command = state.keyboard_command;
+        self.output.clear();
+        self.output.extend(&state.output_queue);
         Ok(())
     }
 
@@ -273,7 +355,7 @@ impl I8042 {
             return;
         }
         match value {
-            KBD_SET_LEDS | KBD_SCANCODE_SET | KBD_SET_TYPEMATIC => {
+            _ if KBD_COMMANDS_WITH_ARGUMENT.contains(&value) => {
                 self.kbd_command = Some(value);
                 self.push_from_keyboard(&[KBD_ACK]);
             }
@@ -590,5 +672,170 @@ mod tests {
                 STATUS_KEYBOARD_UNLOCKED | STATUS_SYSTEM_FLAG
             ]
         );
+    }
+
+    /// A controller mid-conversation: translation on, aux disabled, a keyboard command
+    /// waiting for its argument, a controller command waiting for its data byte, and two
+    /// unread bytes.
+    fn busy_i8042() -> (I8042, Arc<FakePower>, Arc<RecordingIrq>) {
+        let (mut dev, power, irq) = i8042();
+        command(&mut dev, CMD_WRITE_CTR);
+        dev.write(DATA_OFFSET, &[DEFAULT_CTR | CTR_TRANSLATE]);
+        command(&mut dev, CMD_DISABLE_AUX);
+        dev.write(DATA_OFFSET, &[KBD_IDENTIFY]);
+        let _ = read_port(&mut dev, DATA_OFFSET);
+        dev.write(DATA_OFFSET, &[KBD_SCANCODE_SET]);
+        command(&mut dev, CMD_WRITE_OUTPUT_PORT);
+        (dev, power, irq)
+    }
+
+    /// What the guest sees from here on: status, the rest of the queue, then the answers
+    /// to a fixed conversation (which depend on the pending command and the CTR).
+    fn observe(dev: &mut I8042) -> Vec<u8> {
+        let mut seen = vec![read_port(dev, COMMAND_OFFSET)];
+        seen.extend(drain(dev));
+        dev.write(DATA_OFFSET, &[0xDF]);
+        seen.push(read_port(dev, COMMAND_OFFSET));
+        dev.write(DATA_OFFSET, &[KBD_SCANCODE_SET]);
+        dev.write(DATA_OFFSET, &[0]);
+        seen.extend(drain(dev));
+        for cmd in [CMD_READ_CTR, CMD_READ_OUTPUT_PORT] {
+            command(dev, cmd);
+            seen.extend(drain(dev));
+        }
+        seen
+    }
+
+    #[test]
+    fn restored_controller_answers_like_the_original() {
+        let (mut original, _power, original_irq) = busy_i8042();
+        let state = original.state();
+        let (mut restored, _power2, restored_irq) = i8042();
+
+        restored.restore(&state).unwrap();
+
+        assert_eq!(restored.state(), state);
+        assert_eq!(restored_irq.rising_edges(), 0, "restore raises nothing");
+        original_irq.clear();
+        let expected = observe(&mut original);
+        assert_eq!(observe(&mut restored), expected);
+        assert_eq!(
+            restored_irq.rising_edges(),
+            original_irq.rising_edges(),
+            "same interrupts afterwards"
+        );
+        assert_eq!(
+            expected[1..4],
+            [KBD_ID_FIRST, KBD_ID_SECOND_TRANSLATED, KBD_ACK],
+            "queue carried over"
+        );
+    }
+
+    #[test]
+    fn state_captures_the_pending_conversation() {
+        let (dev, _power, _irq) = busy_i8042();
+
+        let state = dev.state();
+
+        assert_eq!(
+            state,
+            I8042State {
+                configuration: DEFAULT_CTR | CTR_TRANSLATE | CTR_AUX_DISABLED,
+                output_port: DEFAULT_OUTPUT_PORT,
+                last_write_was_command: true,
+                data_target: DataTarget::OutputPort,
+                keyboard_command: Some(KBD_SCANCODE_SET),
+                output_queue: vec![KBD_ID_FIRST, KBD_ID_SECOND_TRANSLATED, KBD_ACK],
+            }
+        );
+    }
+
+    #[test]
+    fn restored_pending_output_port_write_still_resets() {
+        let (original, _power, _irq) = busy_i8042();
+        let (mut restored, power, _irq2) = i8042();
+        restored.restore(&original.state()).unwrap();
+
+        restored.write(DATA_OFFSET, &[0xDE]);
+
+        assert_eq!(power.resets(), 1);
+    }
+
+    #[test]
+    fn state_survives_json() {
+        let (mut dev, _power, _irq) = busy_i8042();
+        dev.write(DATA_OFFSET, &[0xCF]);
+        dev.write(DATA_OFFSET, &[0x02]);
+        dev.write(DATA_OFFSET, &[KBD_SET_LEDS]);
+        let state = dev.state();
+
+        let json = serde_json::to_string(&state).unwrap();
+        let decoded: I8042State = serde_json::from_str(&json).unwrap();
+
+        assert_eq!(state.keyboard_command, Some(KBD_SET_LEDS));
+        assert_eq!(decoded, state);
+        assert!(json.contains("\"data_target\":\"keyboard\""), "{json}");
+    }
+
+    #[test]
+    fn json_with_an_unknown_field_or_target_is_refused() {
+        let (dev, _power, _irq) = i8042();
+        let mut extra = serde_json::to_value(dev.state()).unwrap();
+        extra["mouse"] = serde_json::Value::Null;
+        let mut bad_target = serde_json::to_value(dev.state()).unwrap();
+        bad_target["data_target"] = "mouse".into();
+
+        let extra_err = serde_json::from_value::<I8042State>(extra).unwrap_err();
+        let target_err = serde_json::from_value::<I8042State>(bad_target).unwrap_err();
+
+        assert!(extra_err.to_string().contains("unknown field `mouse`"));
+        assert!(target_err.to_string().contains("unknown variant `mouse`"));
+    }
+
+    #[test]
+    fn impossible_states_are_refused_by_name_and_change_nothing() {
+        let (mut dev, _power, _irq) = busy_i8042();
+        let before = dev.state();
+
+        let long = dev.restore(&I8042State {
+            output_queue: vec![0; OUTPUT_QUEUE_LEN + 1],
+            ..before.clone()
+        });
+        let command = dev.restore(&I8042State {
+            keyboard_command: Some(KBD_ECHO),
+            ..before.clone()
+        });
+
+        assert_eq!(
+            long.unwrap_err(),
+            I8042Error::OutputQueueTooLong {
+                len: OUTPUT_QUEUE_LEN + 1,
+                capacity: OUTPUT_QUEUE_LEN
+            }
+        );
+        let command = command.unwrap_err();
+        assert_eq!(
+            command,
+            I8042Error::InvalidKeyboardCommand { command: KBD_ECHO }
+        );
+        assert!(command.to_string().contains("keyboard_command 0xee"));
+        assert_eq!(dev.state(), before);
+    }
+
+    #[test]
+    fn a_full_queue_restores_and_refuses_more() {
+        let (mut original, _power, _irq) = i8042();
+        for _ in 0..OUTPUT_QUEUE_LEN {
+            original.write(DATA_OFFSET, &[KBD_ECHO]);
+        }
+        let (mut restored, _power2, _irq2) = i8042();
+
+        restored.restore(&original.state()).unwrap();
+
+        assert!(matches!(
+            restored.trigger_ctrl_alt_del(),
+            Err(I8042Error::OutputQueueFull { free: 0, .. })
+        ));
+        assert_eq!(drain(&mut restored), vec![KBD_ECHO; OUTPUT_QUEUE_LEN]);
     }
 }

@@ -17,8 +17,14 @@
 //! "asserted", not with the wire level. Edges arriving on a masked pin are lost, as the
 //! 82093AA datasheet specifies. ExtINT and the reserved delivery modes are not delivered
 //! (there is no 8259 on this platform).
+//!
+//! [`Ioapic::state`] and [`Ioapic::restore`] carry ID, IOREGSEL, the redirection table
+//! (Remote IRR included) and the input levels across processes ([`IoapicState`]); a restore
+//! announces every route and delivers level-triggered interrupts still owed.
 
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::bus::byte_offsets;
 use crate::bus::lock_recovering;
@@ -57,6 +63,8 @@ const DEST_SHIFT: u32 = 56;
 /// trigger mode, mask. Delivery status and Remote IRR are read-only.
 const LOW_WRITABLE: u64 = 0x1_AFFF;
 const LOW_DWORD: u64 = 0xFFFF_FFFF;
+/// Bits an entry can hold: what the guest writes, Remote IRR, and the whole high dword.
+const ENTRY_POSSIBLE: u64 = !LOW_DWORD | LOW_WRITABLE | REMOTE_IRR;
 
 // Delivery modes.
 const DELIVERY_EXTINT: u64 = 0b111;
@@ -79,6 +87,55 @@ pub enum IoapicError {
         /// The pin asked for.
         pin: u32,
     },
+    /// The restored IOAPIC ID does not fit the ID register's four bits.
+    #[error("IOAPIC state: id {id:#x} does not fit 4 bits")]
+    IdOutOfRange {
+        /// The restored ID.
+        id: u8,
+    },
+    /// A restored redirection entry holds bits the IOAPIC never sets.
+    #[error("IOAPIC state: redirection[{pin}] = {entry:#018x} is impossible: {reason}")]
+    InvalidRedirectionEntry {
+        /// The pin whose entry it is.
+        pin: usize,
+        /// The restored entry.
+        entry: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The guest-visible state of the IOAPIC, and the input levels the devices drive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IoapicState {
+    /// The IOAPIC ID (bits 24–27 of register 0).
+    pub id: u8,
+    /// The register IOREGSEL selects; every value is one a guest can write.
+    pub ioregsel: u8,
+    /// The redirection entry of each pin, Remote IRR (bit 14) included.
+    pub redirection: [u64; IOAPIC_NUM_PINS],
+    /// Each input's level (true = asserted).
+    pub line_levels: [bool; IOAPIC_NUM_PINS],
+}
+
+impl IoapicState {
+    fn validate(&self) -> Result<(), IoapicError> {
+        if u32::from(self.id) & !ID_MASK != 0 {
+            return Err(IoapicError::IdOutOfRange { id: self.id });
+        }
+        for (pin, &entry) in self.redirection.iter().enumerate() {
+            let reason = if entry & !ENTRY_POSSIBLE != 0 {
+                "sets the delivery status or reserved bits 17-31"
+            } else if entry & REMOTE_IRR != 0 && entry & TRIGGER_LEVEL == 0 {
+                "sets Remote IRR on an edge-triggered entry"
+            } else {
+                continue;
+            };
+            return Err(IoapicError::InvalidRedirectionEntry { pin, entry, reason });
+        }
+        Ok(())
+    }
 }
 
 /// The IOAPIC as a [`BusDevice`] of [`IOAPIC_MMIO_LEN`] bytes of MMIO.
@@ -176,6 +233,38 @@ impl Ioapic {
         for pin in 0..IOAPIC_NUM_PINS {
             self.replace_entry(pin, MASKED);
         }
+    }
+
+    /// The guest-visible state and the input levels.
+    pub fn state(&self) -> IoapicState {
+        IoapicState {
+            id: self.id,
+            ioregsel: self.ioregsel,
+            redirection: self.redirection,
+            line_levels: self.line_high,
+        }
+    }
+
+    /// Replaces the state with `state` (taken by [`Ioapic::state`], possibly in another
+    /// process), keeping the MSI sink. Then announces every pin's route
+    /// ([`Ioapic::announce_routes`]), so the VMM's GSI routes (and KVM's EOI reporting)
+    /// match the restored table, and delivers each unmasked level-triggered pin whose line is
+    /// asserted and whose Remote IRR is clear. A pin with Remote IRR set waits for the EOI
+    /// of the interrupt it already sent, as before the snapshot.
+    ///
+    /// A state the IOAPIC can never be in is refused with an error naming the field, and the
+    /// device is left unchanged (no route is announced).
+    pub fn restore(&mut self, state: &IoapicState) -> Result<(), IoapicError> {
+        state.validate()?;
+        self.id = state.id;
+        self.ioregsel = state.ioregsel;
+        self.redirection = state.redirection;
+        self.line_high = state.line_levels;
+        self.announce_routes();
+        for pin in 0..IOAPIC_NUM_PINS {
+            self.deliver_pending_level(pin);
+        }
+        Ok(())
     }
 
     /// Announces the current message of every pin through [`MsiSink::route_changed`]
@@ -749,5 +838,184 @@ mod tests {
             )
         );
         assert!(routes.iter().filter(|(_, route)| route.is_some()).count() == 1);
+    }
+
+    /// An IOAPIC a guest has programmed: ID 0xA, an edge pin, a level pin in service
+    /// (Remote IRR set, line still high), a masked level pin with its line high, a logical
+    /// lowest-priority pin, and IOREGSEL left on a high dword.
+    fn busy_ioapic() -> (Ioapic, Arc<RecordingMsi>) {
+        let (mut ioapic, msi) = ioapic();
+        write_reg(&mut ioapic, REG_ID, 0x0A00_0000);
+        program(&mut ioapic, 4, 0x01, EDGE | 0x24);
+        program(&mut ioapic, 9, 0x02, LEVEL | 0x29);
+        ioapic.set_irq(9, true);
+        program(&mut ioapic, 10, 0x00, MASK | LEVEL | 0x2A);
+        ioapic.set_irq(10, true);
+        program(&mut ioapic, 11, 0x03, LOGICAL | LOWEST_PRIORITY | 0x2B);
+        select(&mut ioapic, 0x15);
+        (ioapic, msi)
+    }
+
+    /// Every register a guest reads, IOREGSEL first (without selecting anything).
+    fn observe(ioapic: &mut Ioapic) -> Vec<u32> {
+        let mut selector = [0u8; 4];
+        ioapic.read(IOREGSEL, &mut selector);
+        let mut seen = vec![u32::from_le_bytes(selector)];
+        seen.extend((0..=REG_REDIRECTION_LAST).map(|register| read_reg(ioapic, register)));
+        seen
+    }
+
+    /// The same guest and device activity on both IOAPICs: an EOI, an edge, an unmask of
+    /// an asserted level pin, a logical-destination edge.
+    fn drive_both(a: &mut Ioapic, b: &mut Ioapic) {
+        for ioapic in [a, b] {
+            ioapic.end_of_interrupt(0x29);
+            ioapic.set_irq(4, true);
+            ioapic.set_irq(4, false);
+            write_reg(ioapic, 0x10 + 2 * 10, LEVEL | 0x2A);
+            ioapic.set_irq(11, true);
+            ioapic.set_irq(11, false);
+        }
+    }
+
+    #[test]
+    fn restored_ioapic_reads_routes_and_delivers_like_the_original() {
+        let (mut original, original_msi) = busy_ioapic();
+        let state = original.state();
+        let (mut restored, restored_msi) = ioapic();
+
+        restored.restore(&state).unwrap();
+
+        assert_eq!(restored.state(), state);
+        assert!(restored_msi.sent().is_empty(), "pin 9 is still in service");
+        let expected_routes: Vec<_> = (0..IOAPIC_NUM_PINS)
+            .map(|pin| (pin, original.msi_message(pin)))
+            .collect();
+        assert_eq!(restored_msi.take_routes(), expected_routes);
+        assert_eq!(observe(&mut restored), observe(&mut original));
+        original_msi.take();
+        drive_both(&mut original, &mut restored);
+        let sent = restored_msi.take();
+        assert_eq!(sent, original_msi.take());
+        assert_eq!(
+            sent,
+            vec![
+                (0xFEE0_2000, 0xC029),
+                (0xFEE0_1000, 0x24),
+                (0xFEE0_0000, 0xC02A),
+                (0xFEE0_3004, 0x12B),
+            ]
+        );
+        assert_eq!(observe(&mut restored), observe(&mut original));
+    }
+
+    #[test]
+    fn restore_delivers_an_asserted_level_pin_that_was_never_delivered() {
+        let (mut original, original_msi) = ioapic();
+        program(&mut original, 9, 0x01, LEVEL | 0x29);
+        original_msi.set_failing(true);
+        original.set_irq(9, true);
+        let state = original.state();
+        let (mut restored, restored_msi) = ioapic();
+
+        restored.restore(&state).unwrap();
+
+        assert_eq!(state.redirection[9] & REMOTE_IRR, 0);
+        assert_eq!(restored_msi.sent(), vec![(0xFEE0_1000, 0xC029)]);
+        assert_ne!(restored.redirection_entry(9).unwrap() & REMOTE_IRR, 0);
+    }
+
+    #[test]
+    fn restore_announces_routes_before_delivering() {
+        let (mut original, _msi) = ioapic();
+        program(&mut original, 9, 0x01, LEVEL | 0x29);
+        let mut state = original.state();
+        state.line_levels[9] = true;
+        let (mut restored, msi) = ioapic();
+
+        restored.restore(&state).unwrap();
+
+        // The route is what makes KVM report the EOI of the interrupt just sent.
+        let routes = msi.take_routes();
+        assert_eq!(routes.len(), IOAPIC_NUM_PINS);
+        assert_eq!(routes[9].1.map(|route| route.data), Some(0xC029));
+        assert_eq!(msi.sent().len(), 1);
+    }
+
+    #[test]
+    fn any_ioregsel_restores() {
+        let (mut ioapic, _msi) = ioapic();
+        let state = IoapicState {
+            ioregsel: 0xFF,
+            ..ioapic.state()
+        };
+
+        ioapic.restore(&state).unwrap();
+        let mut window = [0u8; 4];
+        ioapic.read(IOWIN, &mut window);
+
+        assert_eq!(window, [0; 4]);
+        assert_eq!(ioapic.state().ioregsel, 0xFF);
+    }
+
+    #[test]
+    fn state_survives_json() {
+        let (ioapic, _msi) = busy_ioapic();
+        let state = ioapic.state();
+
+        let json = serde_json::to_string(&state).unwrap();
+        let decoded: IoapicState = serde_json::from_str(&json).unwrap();
+
+        assert_eq!(decoded, state);
+    }
+
+    #[test]
+    fn json_with_an_unknown_field_or_a_short_table_is_refused() {
+        let (ioapic, _msi) = ioapic();
+        let mut extra = serde_json::to_value(ioapic.state()).unwrap();
+        extra["version"] = 0x20.into();
+        let mut short = serde_json::to_value(ioapic.state()).unwrap();
+        short["redirection"] = serde_json::json!([0, 0]);
+
+        let extra_err = serde_json::from_value::<IoapicState>(extra).unwrap_err();
+        let short_err = serde_json::from_value::<IoapicState>(short).unwrap_err();
+
+        assert!(extra_err.to_string().contains("unknown field `version`"));
+        assert!(
+            short_err.to_string().contains("invalid length 2"),
+            "{short_err}"
+        );
+    }
+
+    #[test]
+    fn impossible_states_are_refused_by_name_and_change_nothing() {
+        let (mut ioapic, msi) = busy_ioapic();
+        let before = ioapic.state();
+        msi.take_routes();
+        let mut bad_id = before.clone();
+        bad_id.id = 0x10;
+        let mut delivery_status = before.clone();
+        delivery_status.redirection[3] = MASKED | 1 << 12;
+        let mut reserved = before.clone();
+        reserved.redirection[23] = 1 << 20;
+        let mut edge_in_service = before.clone();
+        edge_in_service.redirection[4] |= REMOTE_IRR;
+
+        let errors = [bad_id, delivery_status, reserved, edge_in_service]
+            .map(|bad| ioapic.restore(&bad).unwrap_err());
+
+        assert_eq!(errors[0], IoapicError::IdOutOfRange { id: 0x10 });
+        let pins = errors.each_ref().map(|err| match err {
+            IoapicError::InvalidRedirectionEntry { pin, .. } => Some(*pin),
+            _ => None,
+        });
+        assert_eq!(pins, [None, Some(3), Some(23), Some(4)]);
+        assert!(
+            errors[3]
+                .to_string()
+                .contains("redirection[4] = 0x0100000000004024")
+        );
+        assert_eq!(ioapic.state(), before);
+        assert!(msi.take_routes().is_empty());
     }
 }

@@ -16,6 +16,13 @@
 //!
 //! Every device treats the guest as hostile: any offset, access width or value a guest can
 //! produce is handled without panicking.
+//!
+//! Every device's guest-visible state can be taken (`state()`) and put back (`restore()`),
+//! in the same or another process, as a serde-serializable `XxxState` that leaves out the
+//! host-side plumbing (IRQ lines, output sink, power events, clocks, MSI sink). A restore
+//! validates the state first, refuses one the device could never be in with an error
+//! naming the field, and then leaves the device unchanged; snapshot files are untrusted
+//! input like the guest.
 
 pub mod acpi_pm;
 pub mod bus;
@@ -25,12 +32,12 @@ pub mod ioapic;
 pub mod serial;
 mod traits;
 
-pub use acpi_pm::AcpiPm;
+pub use acpi_pm::{AcpiPm, AcpiPmError, AcpiPmState};
 pub use bus::{Bus, BusDevice, BusError};
-pub use cmos::Cmos;
-pub use i8042::{I8042, I8042Error};
-pub use ioapic::{Ioapic, IoapicError, IoapicPin};
-pub use serial::{Serial, SerialError};
+pub use cmos::{Cmos, CmosError, CmosState};
+pub use i8042::{I8042, I8042Error, I8042State};
+pub use ioapic::{Ioapic, IoapicError, IoapicPin, IoapicState};
+pub use serial::{Serial, SerialCounters, SerialError, SerialState};
 pub use traits::{
     IrqLine, MonotonicClock, MsiMessage, MsiSink, PowerEvents, SystemMonotonicClock,
     SystemWallClock, WallClock,
@@ -41,3 +48,6 @@ mod test_utils;
 
 #[cfg(test)]
 mod random_access_tests;
+
+#[cfg(test)]
+mod random_restore_tests;

@@ -10,67 +10,12 @@ use crate::cmos::CMOS_LEN;
 use crate::i8042::I8042_LEN;
 use crate::ioapic::{IOAPIC_MMIO_LEN, IOAPIC_NUM_PINS};
 use crate::serial::SERIAL_PORT_LEN;
-use crate::test_utils::{FakeClock, FakePower, RecordingIrq, RecordingMsi};
+use crate::test_utils::{
+    FakeClock, FakePower, RecordingIrq, RecordingMsi, Rng, WIDTHS, random_access, read_byte,
+};
 use crate::{AcpiPm, Bus, BusDevice, Cmos, I8042, Ioapic, Serial};
 
 const ITERATIONS: usize = 20_000;
-const WIDTHS: [usize; 8] = [0, 1, 2, 3, 4, 5, 8, 16];
-
-/// xorshift64*: small, deterministic, good enough to shake a device.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next().to_le_bytes()[0]
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
-/// A random offset: mostly inside (or just past) the device, sometimes anywhere.
-fn random_offset(rng: &mut Rng, len: u64) -> u64 {
-    match rng.below(10) {
-        0 => rng.next(),
-        1 => u64::MAX - rng.below(16),
-        _ => rng.below(len + 8),
-    }
-}
-
-/// One random read or write.
-fn random_access(rng: &mut Rng, device: &mut dyn BusDevice, len: u64) {
-    let offset = random_offset(rng, len);
-    let width = WIDTHS[rng.below(WIDTHS.len() as u64) as usize];
-    let mut data = vec![0u8; width];
-    if rng.chance(2) {
-        device.read(offset, &mut data);
-    } else {
-        data.iter_mut().for_each(|byte| *byte = rng.byte());
-        device.write(offset, &data);
-    }
-}
-
-fn read_byte(device: &mut dyn BusDevice, offset: u64) -> u8 {
-    let mut data = [0u8];
-    device.read(offset, &mut data);
-    data[0]
-}
 
 #[test]
 fn serial_survives_random_accesses() {

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::{IrqLine, MonotonicClock, MsiMessage, MsiSink, PowerEvents, WallClock};
+use crate::{BusDevice, IrqLine, MonotonicClock, MsiMessage, MsiSink, PowerEvents, WallClock};
 
 /// Records every level an interrupt line was driven to.
 #[derive(Default)]
@@ -143,4 +143,68 @@ impl MsiSink for RecordingMsi {
         self.routes.lock().unwrap().push((source, message));
         Ok(())
     }
+}
+
+/// Access widths the randomized tests use, odd and oversized ones included.
+pub const WIDTHS: [usize; 8] = [0, 1, 2, 3, 4, 5, 8, 16];
+
+/// xorshift64*: small, deterministic, good enough to shake a device.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        self.next().to_le_bytes()[0]
+    }
+
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+
+    /// Random bytes, `len` of them.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.byte()).collect()
+    }
+}
+
+/// A random offset: mostly inside (or just past) the device, sometimes anywhere.
+fn random_offset(rng: &mut Rng, len: u64) -> u64 {
+    match rng.below(10) {
+        0 => rng.next(),
+        1 => u64::MAX - rng.below(16),
+        _ => rng.below(len + 8),
+    }
+}
+
+/// One random read or write.
+pub fn random_access(rng: &mut Rng, device: &mut dyn BusDevice, len: u64) {
+    let offset = random_offset(rng, len);
+    let width = WIDTHS[rng.below(WIDTHS.len() as u64) as usize];
+    let mut data = vec![0u8; width];
+    if rng.chance(2) {
+        device.read(offset, &mut data);
+    } else {
+        data.iter_mut().for_each(|byte| *byte = rng.byte());
+        device.write(offset, &data);
+    }
+}
+
+pub fn read_byte(device: &mut dyn BusDevice, offset: u64) -> u8 {
+    let mut data = [0u8];
+    device.read(offset, &mut data);
+    data[0]
 }

@@ -7,6 +7,7 @@
 
 mod error;
 mod kick;
+mod state;
 mod system;
 mod vcpu;
 mod vm;
@@ -14,6 +15,7 @@ mod vm;
 pub use error::HypervisorError;
 pub use kick::{VcpuKicker, install_kick_signal_handler};
 pub use kvm_bindings;
+pub use state::{VcpuState, VmState};
 pub use system::Hypervisor;
 pub use vcpu::{InternalErrorInfo, Vcpu, VcpuExit};
 pub use vm::{MemorySlot, Vm};

@@ -66,6 +66,10 @@ impl Vcpu {
         self.index
     }
 
+    pub(crate) fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
     /// Sets the CPUID the guest sees.
     pub fn set_cpuid(&self, cpuid: &CpuId) -> Result<()> {
         self.fd

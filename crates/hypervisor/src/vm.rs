@@ -1,6 +1,7 @@
 use kvm_bindings::{
-    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_MSI, KvmIrqRouting, kvm_enable_cap,
-    kvm_irq_routing_entry, kvm_irq_routing_msi, kvm_msi, kvm_userspace_memory_region,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MEM_LOG_DIRTY_PAGES, KvmIrqRouting,
+    kvm_enable_cap, kvm_irq_routing_entry, kvm_irq_routing_msi, kvm_msi,
+    kvm_userspace_memory_region,
 };
 use kvm_ioctls::VmFd;
 
@@ -23,7 +24,7 @@ pub struct MemorySlot {
 /// A KVM virtual machine.
 pub struct Vm {
     fd: VmFd,
-    next_slot: u32,
+    slots: Vec<MemorySlot>,
 }
 
 impl Vm {
@@ -45,7 +46,10 @@ impl Vm {
             .map_err(HypervisorError::ioctl(
                 "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
             ))?;
-        Ok(Vm { fd, next_slot: 0 })
+        Ok(Vm {
+            fd,
+            slots: Vec::new(),
+        })
     }
 
     /// Makes `slot` guest memory.
@@ -55,18 +59,55 @@ impl Vm {
     /// `slot.host_addr .. slot.host_addr + slot.size` must be a mapping that stays valid (not
     /// unmapped or remapped) for as long as this VM exists: the guest reads and writes it.
     pub unsafe fn add_memory(&mut self, slot: MemorySlot) -> Result<()> {
+        let index = self.slots.len() as u32;
+        // SAFETY: the caller guarantees the host range outlives the VM (this function's contract).
+        unsafe { self.register_slot(index, slot, 0) }?;
+        self.slots.push(slot);
+        Ok(())
+    }
+
+    /// # Safety
+    ///
+    /// As `add_memory`: the host range must stay mapped while the VM exists.
+    unsafe fn register_slot(&self, index: u32, slot: MemorySlot, flags: u32) -> Result<()> {
         let region = kvm_userspace_memory_region {
-            slot: self.next_slot,
-            flags: 0,
+            slot: index,
+            flags,
             guest_phys_addr: slot.guest_addr,
             memory_size: slot.size,
             userspace_addr: slot.host_addr,
         };
-        // SAFETY: the caller guarantees the host range outlives the VM (this function's contract).
+        // SAFETY: forwarded from the caller's guarantee.
         unsafe { self.fd.set_user_memory_region(region) }
-            .map_err(HypervisorError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
-        self.next_slot += 1;
+            .map_err(HypervisorError::ioctl("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    /// Starts logging the pages the guest writes in every memory slot (for diff snapshots).
+    pub fn enable_dirty_log(&self) -> Result<()> {
+        for (index, slot) in self.slots.iter().enumerate() {
+            // SAFETY: the same ranges `add_memory` registered under its contract, with a flag
+            // added.
+            unsafe { self.register_slot(index as u32, *slot, KVM_MEM_LOG_DIRTY_PAGES) }?;
+        }
         Ok(())
+    }
+
+    /// For each memory slot, the bitmap of pages written since the last call (or since
+    /// `enable_dirty_log`), one bit per 4 KiB page; reading clears it.
+    pub fn take_dirty_log(&self) -> Result<Vec<Vec<u64>>> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                self.fd
+                    .get_dirty_log(index as u32, slot.size as usize)
+                    .map_err(HypervisorError::ioctl("KVM_GET_DIRTY_LOG"))
+            })
+            .collect()
+    }
+
+    pub(crate) fn fd(&self) -> &VmFd {
+        &self.fd
     }
 
     /// Creates vCPU `index`; its APIC ID is `index`, and vCPU 0 is the bootstrap processor.

@@ -55,6 +55,15 @@ pub struct Args {
     /// Boot the demo guest built into oxvmm (honours --cpus and --memory).
     #[arg(long)]
     demo: bool,
+    /// Serve the control API (HTTP/1.1 + JSON) on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// Start from a snapshot directory instead of booting (paused unless --resume).
+    #[arg(long, value_name = "DIR")]
+    pub restore: Option<PathBuf>,
+    /// With --restore: run the vCPUs at once.
+    #[arg(long, requires = "restore")]
+    pub resume: bool,
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -86,6 +95,42 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Pa
             Err(anyhow!("{first} (see oxvmm --help)"))
         }
     }
+}
+
+/// Options that describe a new VM, which a snapshot already fixes.
+fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
+    let given = [
+        ("--kernel", args.kernel.is_some()),
+        ("--initrd", args.initrd.is_some()),
+        ("--cmdline", args.cmdline.is_some()),
+        ("--memory", args.memory.is_some()),
+        ("--cpus", args.cpus.is_some()),
+        ("--on-reboot", args.on_reboot.is_some()),
+        ("--cpu-features", args.cpu_features.is_some()),
+        ("--boot-protocol", args.boot_protocol.is_some()),
+        ("--config", args.config.is_some()),
+        ("--demo", args.demo),
+    ];
+    given
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+}
+
+/// The restore settings for `--restore DIR`.
+pub fn build_restore(args: &Args, dir: &std::path::Path) -> anyhow::Result<vmm::RestoreOptions> {
+    if let Some(option) = options_fixed_by_a_snapshot(args).first() {
+        bail!("{option} cannot be used with --restore: the snapshot holds the VM's configuration");
+    }
+    let serial = match &args.serial {
+        Some(serial) => Some(serial.parse().map_err(|e| anyhow!("--serial {e}"))?),
+        None => None,
+    };
+    Ok(vmm::RestoreOptions {
+        dir: dir.to_path_buf(),
+        resume: args.resume,
+        serial,
+    })
 }
 
 /// Builds the effective configuration: the `--config` file if any, then each option given.
@@ -230,6 +275,21 @@ mod tests {
         assert!(err(&["--kernel", "/k", "--cpus", "300"]).starts_with("--cpus 300"));
         assert!(err(&["--kernel", "/k", "--serial", "tty"]).starts_with("--serial \"tty\""));
         assert!(err(&[]).contains("--kernel"));
+    }
+
+    #[test]
+    fn restore_refuses_options_the_snapshot_fixes() {
+        let restore = args(&["--restore", "/snap", "--resume", "--serial", "off"]);
+        let options = build_restore(&restore, std::path::Path::new("/snap")).unwrap();
+        assert!(options.resume);
+        assert_eq!(options.serial, Some(SerialConfig::Off));
+
+        let bad = args(&["--restore", "/snap", "--memory", "1G"]);
+        let err = build_restore(&bad, std::path::Path::new("/snap")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--memory cannot be used with --restore")
+        );
     }
 
     #[test]

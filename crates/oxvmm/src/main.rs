@@ -1,5 +1,6 @@
 //! oxvmm: runs one virtual machine on KVM, configured from the command line or a JSON file.
 
+mod api_server;
 mod cli;
 
 use std::io::IsTerminal;
@@ -20,32 +21,59 @@ fn main() -> ExitCode {
         Err(e) => return report_error(&e),
     };
     init_logging(args.log_level);
-    let config = match cli::build_config(&args) {
-        Ok(config) => config,
-        Err(e) => return report_error(&e),
-    };
-    if args.print_config {
-        return match serde_json::to_string_pretty(&config) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => report_error(&e.into()),
-        };
-    }
-    match vmm::run_vm(config) {
-        Ok(VmOutcome::PoweredOff) => {
-            tracing::info!("guest powered off");
-            ExitCode::SUCCESS
-        }
-        Ok(VmOutcome::ResetExit) => ExitCode::SUCCESS,
-        Ok(VmOutcome::Crashed(reason)) => {
+    match run(&args) {
+        Ok(Some(VmOutcome::Crashed(reason))) => {
             eprintln!("oxvmm: the guest crashed: {reason}");
             ExitCode::from(EXIT_CRASH)
         }
-        Err(e) => report_error(&e.into()),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => report_error(&e),
     }
 }
+
+/// A new VM from a configuration, or one restored from a snapshot.
+enum Plan {
+    Boot(vmm::VmConfig),
+    Restore(vmm::RestoreOptions),
+}
+
+/// Runs (or restores) the VM; `None` when only the configuration was printed.
+fn run(args: &cli::Args) -> anyhow::Result<Option<VmOutcome>> {
+    let plan = match &args.restore {
+        Some(dir) => Plan::Restore(cli::build_restore(args, dir)?),
+        None => Plan::Boot(cli::build_config(args)?),
+    };
+    if args.print_config {
+        let Plan::Boot(config) = &plan else {
+            anyhow::bail!("--print-config cannot be used with --restore");
+        };
+        println!("{}", serde_json::to_string_pretty(config)?);
+        return Ok(None);
+    }
+    let (server, api) = match &args.api_socket {
+        Some(path) => {
+            let (sender, receiver) = vmm::api::api_channel()?;
+            (Some(api_server::start(path, sender)?), Some(receiver))
+        }
+        None => (None, None),
+    };
+    let outcome = match plan {
+        Plan::Restore(options) => vmm::restore_vm(options, api),
+        Plan::Boot(config) => vmm::run_vm(config, api),
+    };
+    if let Some(server) = &server {
+        server.drain(API_DRAIN_TIMEOUT);
+    }
+    match &outcome {
+        Ok(VmOutcome::PoweredOff) => tracing::info!("guest powered off"),
+        Ok(VmOutcome::ResetExit) => tracing::info!("guest reset; exiting"),
+        _ => {}
+    }
+    Ok(Some(outcome?))
+}
+
+/// How long to wait for API responses still being written when the VM stops.
+const API_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One malloc arena for every thread: glibc would otherwise reserve (and set up) a 64 MiB arena
 /// the first time each vCPU thread allocates, which costs start-up time and address space for

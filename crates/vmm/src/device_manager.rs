@@ -7,15 +7,17 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, RwLock};
 
 use arch::layout;
-use devices::acpi_pm::AcpiPm;
+use devices::acpi_pm::{AcpiPm, AcpiPmState};
 use devices::bus::{Bus, BusDevice};
-use devices::cmos::Cmos;
-use devices::i8042::I8042;
-use devices::ioapic::Ioapic;
-use devices::serial::Serial;
+use devices::cmos::{Cmos, CmosState};
+use devices::i8042::{I8042, I8042State};
+use devices::ioapic::{Ioapic, IoapicState};
+use devices::serial::{Serial, SerialState};
 use devices::{MsiMessage, MsiSink, PowerEvents, SystemWallClock};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{SerialConfig, VmConfig};
+use crate::counters::{Counted, VmCounters};
 use crate::error::VmmError;
 
 /// Delivers IOAPIC messages to whichever KVM VM is current (a reboot creates a new one), and
@@ -72,6 +74,21 @@ impl MsiSink for MsiRouter {
     }
 }
 
+/// The guest-visible state of every platform device, for snapshots.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesState {
+    serial: SerialState,
+    i8042: I8042State,
+    cmos: CmosState,
+    acpi_pm: AcpiPmState,
+    ioapic: IoapicState,
+}
+
+fn locked<T>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    device.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The devices of one VM and the buses they sit on.
 pub struct DeviceManager {
     /// Port I/O bus.
@@ -115,22 +132,29 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmErro
     })
 }
 
-fn insert(
+/// Puts `device` on `bus`, counting its accesses under `name`.
+fn insert<D: BusDevice + 'static>(
     bus: &mut Bus,
-    device: Arc<Mutex<dyn BusDevice>>,
-    base: u64,
-    len: u64,
+    counters: &VmCounters,
+    device: &Arc<Mutex<D>>,
+    (base, len): (u64, u64),
     name: &'static str,
 ) -> Result<(), VmmError> {
-    bus.insert(device, base, len).map_err(|e| VmmError::Device {
-        device: name,
-        problem: e.to_string(),
-    })
+    let counted = Counted::new(device.clone(), counters.device(name));
+    bus.insert(Arc::new(Mutex::new(counted)), base, len)
+        .map_err(|e| VmmError::Device {
+            device: name,
+            problem: e.to_string(),
+        })
 }
 
 impl DeviceManager {
     /// Creates every platform device for `config`; power events go to `power`.
-    pub fn new(config: &VmConfig, power: Arc<dyn PowerEvents>) -> Result<Self, VmmError> {
+    pub fn new(
+        config: &VmConfig,
+        power: Arc<dyn PowerEvents>,
+        counters: &VmCounters,
+    ) -> Result<Self, VmmError> {
         let msi = Arc::new(MsiRouter::default());
         let ioapic = Arc::new(Mutex::new(Ioapic::new(msi.clone())));
         let serial = Arc::new(Mutex::new(Serial::new(
@@ -153,24 +177,20 @@ impl DeviceManager {
         )));
 
         let mut pio = Bus::new();
-        insert(&mut pio, serial.clone(), layout::COM1_PORT, 8, "serial")?;
-        insert(&mut pio, i8042.clone(), layout::I8042_PORT, 5, "i8042")?;
-        insert(&mut pio, cmos.clone(), layout::CMOS_PORT, 2, "cmos")?;
         insert(
             &mut pio,
-            acpi_pm.clone(),
-            layout::ACPI_PM_PORT,
-            layout::ACPI_PM_LEN,
-            "acpi-pm",
+            counters,
+            &serial,
+            (layout::COM1_PORT, 8),
+            "serial",
         )?;
+        insert(&mut pio, counters, &i8042, (layout::I8042_PORT, 5), "i8042")?;
+        insert(&mut pio, counters, &cmos, (layout::CMOS_PORT, 2), "cmos")?;
+        let pm_range = (layout::ACPI_PM_PORT, layout::ACPI_PM_LEN);
+        insert(&mut pio, counters, &acpi_pm, pm_range, "acpi-pm")?;
         let mut mmio = Bus::new();
-        insert(
-            &mut mmio,
-            ioapic.clone(),
-            layout::IOAPIC_START,
-            layout::IOAPIC_SIZE,
-            "ioapic",
-        )?;
+        let ioapic_range = (layout::IOAPIC_START, layout::IOAPIC_SIZE);
+        insert(&mut mmio, counters, &ioapic, ioapic_range, "ioapic")?;
         Ok(DeviceManager {
             pio,
             mmio,
@@ -217,6 +237,51 @@ impl DeviceManager {
                 tracing::warn!("cannot install the IOAPIC's GSI routes: {e}");
             }
         }
+    }
+
+    /// Reads the state of every device (the vCPUs must be stopped).
+    pub fn save_state(&self) -> DevicesState {
+        DevicesState {
+            serial: locked(&self.serial).state(),
+            i8042: locked(&self.i8042).state(),
+            cmos: locked(&self.cmos).state(),
+            acpi_pm: locked(&self.acpi_pm).state(),
+            ioapic: locked(&self.ioapic).state(),
+        }
+    }
+
+    /// Puts saved state back into freshly created devices.
+    pub fn restore_state(&self, state: &DevicesState) -> Result<(), VmmError> {
+        let failed = |device: &'static str| {
+            move |e: &dyn std::fmt::Display| VmmError::Device {
+                device,
+                problem: format!("cannot restore its state: {e}"),
+            }
+        };
+        locked(&self.serial)
+            .restore(&state.serial)
+            .map_err(|e| failed("serial")(&e))?;
+        locked(&self.i8042)
+            .restore(&state.i8042)
+            .map_err(|e| failed("i8042")(&e))?;
+        locked(&self.cmos)
+            .restore(&state.cmos)
+            .map_err(|e| failed("cmos")(&e))?;
+        locked(&self.acpi_pm)
+            .restore(&state.acpi_pm)
+            .map_err(|e| failed("acpi-pm")(&e))?;
+        locked(&self.ioapic)
+            .restore(&state.ioapic)
+            .map_err(|e| failed("ioapic")(&e))?;
+        Ok(())
+    }
+
+    /// Presses the ACPI power button (the guest decides what to do).
+    pub fn press_power_button(&self) {
+        self.acpi_pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
     }
 
     /// Feeds as much host input to the serial port as its receive FIFO takes now; returns how

@@ -72,7 +72,7 @@ pub enum VmmError {
     #[error("--memory {0}M: too large")]
     MemoryTooLarge(u64),
     /// The memory layout cannot be built.
-    #[error("--memory: {0}")]
+    #[error("--memory")]
     MemoryLayout(#[source] arch::memory::MemoryError),
     /// Guest RAM cannot be allocated.
     #[error("cannot allocate guest memory: {0}")]
@@ -98,6 +98,14 @@ pub enum VmmError {
         /// Which device.
         device: &'static str,
         /// What failed.
+        problem: String,
+    },
+    /// A snapshot cannot be restored.
+    #[error("--restore {}: {problem}", dir.display())]
+    Restore {
+        /// The snapshot directory.
+        dir: PathBuf,
+        /// What is wrong.
         problem: String,
     },
     /// Thread or event-loop plumbing failed.

@@ -10,27 +10,36 @@ use std::time::Duration;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::api::{ApiEnvelope, ApiReceiver};
 use crate::device_manager::DeviceManager;
 use crate::error::VmmError;
 use crate::events::{StopLatch, StopReason};
 
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
-/// Notices stop requests.
-struct StopWatcher {
-    latch: Arc<StopLatch>,
+/// Wakes the loop when an eventfd becomes readable; the loop itself reads what it signals
+/// (stop requests, API requests) after `run` returns.
+struct Wakeup {
+    fd: std::os::fd::RawFd,
+    what: &'static str,
 }
 
-impl MutEventSubscriber for StopWatcher {
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        // The latch holds the reason; the loop reads it after `run` returns.
-    }
+impl MutEventSubscriber for Wakeup {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {}
 
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(self.latch.eventfd(), EventSet::IN)) {
-            tracing::error!("cannot watch the stop eventfd: {e:?}");
+        if let Err(e) = ops.add(Events::new_raw(self.fd, EventSet::IN)) {
+            tracing::error!("cannot watch the {} eventfd: {e:?}", self.what);
         }
     }
+}
+
+/// What the event loop hands to the VMM.
+pub enum LoopEvent {
+    /// The current boot ends.
+    Stop(StopReason),
+    /// Control-API requests wait for an answer.
+    Api(Vec<ApiEnvelope>),
 }
 
 /// How often input the guest has not taken yet is offered again.
@@ -130,33 +139,52 @@ impl MutEventSubscriber for StdinForwarder {
 pub struct EventLoop {
     manager: EventManager<Subscriber>,
     latch: Arc<StopLatch>,
+    api: Option<ApiReceiver>,
 }
 
 impl EventLoop {
-    /// Watches `latch`, and standard input when `forward_stdin`.
+    /// Watches `latch`, the API channel if any, and standard input when `forward_stdin`.
     pub fn new(
         latch: Arc<StopLatch>,
         devices: Arc<DeviceManager>,
         forward_stdin: bool,
+        api: Option<ApiReceiver>,
     ) -> Result<Self, VmmError> {
         let mut manager: EventManager<Subscriber> = EventManager::new()
             .map_err(|e| VmmError::Runtime(format!("cannot create the event loop: {e:?}")))?;
-        manager.add_subscriber(Arc::new(Mutex::new(StopWatcher {
-            latch: latch.clone(),
+        manager.add_subscriber(Arc::new(Mutex::new(Wakeup {
+            fd: latch.eventfd().as_raw_fd(),
+            what: "stop",
         })));
+        if let Some(api) = &api {
+            manager.add_subscriber(Arc::new(Mutex::new(Wakeup {
+                fd: api.eventfd().as_raw_fd(),
+                what: "API",
+            })));
+        }
         if forward_stdin {
             let forwarder = StdinForwarder::new(devices)
                 .map_err(|e| VmmError::Runtime(format!("cannot create a timer: {e}")))?;
             manager.add_subscriber(Arc::new(Mutex::new(forwarder)));
         }
-        Ok(EventLoop { manager, latch })
+        Ok(EventLoop {
+            manager,
+            latch,
+            api,
+        })
     }
 
-    /// Runs until a stop is requested and returns its reason.
-    pub fn wait_for_stop(&mut self) -> Result<StopReason, VmmError> {
+    /// Runs until a stop is requested or API requests arrive.
+    pub fn next_event(&mut self) -> Result<LoopEvent, VmmError> {
         loop {
             if let Some(reason) = self.latch.take() {
-                return Ok(reason);
+                return Ok(LoopEvent::Stop(reason));
+            }
+            if let Some(api) = &self.api {
+                let requests = api.drain();
+                if !requests.is_empty() {
+                    return Ok(LoopEvent::Api(requests));
+                }
             }
             self.manager
                 .run()

@@ -11,6 +11,8 @@ pub enum StopReason {
     PowerOff,
     /// The guest reset the machine; the text says how.
     Reset(String),
+    /// A reboot was asked for through the control API (it ignores `on_reboot: exit`).
+    Restart(String),
     /// The VM cannot go on; the text is a one-line reason.
     Crash(String),
 }

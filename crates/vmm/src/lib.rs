@@ -5,16 +5,23 @@
 //! It talks to KVM only through the `hypervisor` crate and knows nothing of HTTP, XML or the
 //! management daemon.
 
+pub mod api;
+mod api_handler;
+mod counters;
 mod device_manager;
 mod error;
 mod event_loop;
 mod events;
+mod host;
 mod loader;
 mod memory;
 mod vcpu;
+mod vcpu_control;
 mod vm;
+mod vm_snapshot;
 
 pub use error::{KernelError, VmmError};
 pub use vm::{VmOutcome, run_vm};
+pub use vm_snapshot::{RestoreOptions, restore_vm};
 pub use vmm_api::config;
 pub use vmm_api::config::VmConfig;

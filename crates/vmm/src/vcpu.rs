@@ -1,7 +1,6 @@
 //! The vCPU thread: runs one vCPU and dispatches its exits to the buses.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hypervisor::kvm_bindings::{
@@ -9,8 +8,10 @@ use hypervisor::kvm_bindings::{
 };
 use hypervisor::{Vcpu, VcpuExit};
 
+use crate::counters::{ExitKind, VmCounters};
 use crate::device_manager::DeviceManager;
 use crate::events::{StopLatch, StopReason};
+use crate::vcpu_control::VcpuControl;
 
 /// What a vCPU thread shares with the rest of the VMM.
 #[derive(Clone)]
@@ -19,26 +20,40 @@ pub struct VcpuShared {
     pub devices: Arc<DeviceManager>,
     /// Where to report that the boot ends.
     pub stop: Arc<StopLatch>,
-    /// Set when every vCPU thread must return.
-    pub quit: Arc<AtomicBool>,
+    /// Run, pause or quit.
+    pub control: Arc<VcpuControl>,
+    /// Exit counts for the control API.
+    pub counters: Arc<VmCounters>,
 }
 
 /// Starts the thread of `vcpu`.
-pub fn spawn_vcpu_thread(vcpu: Vcpu, shared: VcpuShared) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn_vcpu_thread(
+    vcpu: Arc<Mutex<Vcpu>>,
+    index: u8,
+    shared: VcpuShared,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name(format!("vcpu{}", vcpu.index()))
-        .spawn(move || run_vcpu(vcpu, &shared))
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            run_vcpu(&vcpu, &shared);
+            shared.control.thread_exited();
+        })
 }
 
-fn run_vcpu(mut vcpu: Vcpu, shared: &VcpuShared) {
-    vcpu.attach_to_thread();
-    while !shared.quit.load(Ordering::SeqCst) {
-        if let Some(reason) = run_once(&mut vcpu, shared) {
+fn lock(vcpu: &Mutex<Vcpu>) -> std::sync::MutexGuard<'_, Vcpu> {
+    vcpu.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run_vcpu(vcpu: &Mutex<Vcpu>, shared: &VcpuShared) {
+    lock(vcpu).attach_to_thread();
+    while shared.control.checkpoint() {
+        let reason = run_once(&mut lock(vcpu), shared);
+        if let Some(reason) = reason {
             shared.stop.request(reason);
             break;
         }
     }
-    vcpu.detach_from_thread();
+    lock(vcpu).detach_from_thread();
 }
 
 /// Runs the vCPU to its next exit and handles it; returns why the boot must end, if it must.
@@ -49,6 +64,7 @@ fn run_once(vcpu: &mut Vcpu, shared: &VcpuShared) -> Option<StopReason> {
         Ok(exit) => exit,
         Err(e) => return Some(StopReason::Crash(format!("vCPU {index}: {e}"))),
     };
+    shared.counters.count_exit(ExitKind::of(&exit));
     match exit {
         VcpuExit::IoIn(port, data) => {
             if !devices.pio.read(u64::from(port), data) {
@@ -171,33 +187,5 @@ fn dump_registers(vcpu: &Vcpu) {
             );
         }
         (Err(e), _) | (_, Err(e)) => tracing::debug!("vCPU {index}: cannot read registers: {e}"),
-    }
-}
-
-/// Stops every vCPU thread: raises `quit`, kicks each thread out of `KVM_RUN` until it
-/// returns, and joins it.
-pub fn stop_vcpu_threads(quit: &AtomicBool, threads: Vec<JoinHandle<()>>) {
-    /// Re-kick a thread that has not returned after this long (a kick that raced with the
-    /// thread's entry into `KVM_RUN` is caught by `immediate_exit`, so this is a safety net).
-    const REKICK_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
-    quit.store(true, Ordering::SeqCst);
-    for handle in &threads {
-        if !handle.is_finished() {
-            hypervisor::VcpuKicker::for_thread(handle).kick();
-        }
-    }
-    for handle in threads {
-        let kicker = hypervisor::VcpuKicker::for_thread(&handle);
-        let mut last_kick = std::time::Instant::now();
-        while !handle.is_finished() {
-            if last_kick.elapsed() > REKICK_AFTER {
-                kicker.kick();
-                last_kick = std::time::Instant::now();
-            }
-            std::thread::yield_now();
-        }
-        if handle.join().is_err() {
-            tracing::error!("a vCPU thread panicked");
-        }
     }
 }

@@ -182,3 +182,127 @@ fn wait_or_kill(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A running oxvmm whose serial output is read line by line while it runs.
+pub struct LiveVmm {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl LiveVmm {
+    /// Starts oxvmm with `args`.
+    pub fn spawn(args: &[&str]) -> LiveVmm {
+        use std::io::BufRead;
+
+        let mut child = Command::new(OXVMM)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start oxvmm");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr_text.clone();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            let text = read_all(stderr);
+            sink.lock().unwrap().push_str(&text);
+        });
+        LiveVmm {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr: stderr_text,
+        }
+    }
+
+    /// Waits for a line matching `want`; panics with everything seen after `timeout`.
+    pub fn expect_line(&mut self, want: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no expected line within {timeout:?}; output so far:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Lines that arrive within `period`.
+    pub fn lines_for(&mut self, period: Duration) -> Vec<String> {
+        let deadline = Instant::now() + period;
+        let mut got = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line.clone());
+            got.push(line);
+        }
+        got
+    }
+
+    /// What oxvmm printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; kills it after `timeout` and fails.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let status = wait_or_kill(&mut self.child, timeout);
+        assert!(
+            status.is_some(),
+            "oxvmm did not exit within {timeout:?}; output:\n{}",
+            self.seen.join("\n")
+        );
+        status.and_then(|s| s.code())
+    }
+
+    /// Kills the process (as a crash or `kill -9` would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LiveVmm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "oxvmm-test-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}

@@ -1,0 +1,213 @@
+//! Host facts a VM is checked against before it is built: vCPU and memory limits, and what
+//! KVM offers this host's vCPUs (asked on a helper thread, see [`HostCpuQuery`]).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arch::cpuid::CpuFeatures;
+use hypervisor::Hypervisor;
+use hypervisor::kvm_bindings::CpuId;
+
+use crate::config::VmConfig;
+use crate::error::VmmError;
+
+/// Host facts the configuration is checked against.
+pub(crate) struct HostLimits {
+    pub(crate) max_vcpus: usize,
+    pub(crate) memory_mib: Option<u64>,
+}
+
+/// Checks the values a user gives before anything is allocated.
+pub(crate) fn validate(config: &VmConfig, host: &HostLimits) -> Result<(), VmmError> {
+    let cpus = config.cpus.count;
+    let max_cpus = host.max_vcpus.min(usize::from(u8::MAX));
+    if cpus == 0 {
+        return Err(VmmError::InvalidOption {
+            option: "--cpus",
+            value: "0".into(),
+            problem: "a VM needs at least one vCPU".into(),
+        });
+    }
+    if usize::from(cpus) > max_cpus {
+        return Err(VmmError::InvalidOption {
+            option: "--cpus",
+            value: cpus.to_string(),
+            problem: format!("above the {max_cpus} vCPUs this host's KVM supports"),
+        });
+    }
+    let mib = config.memory.size_mib;
+    if mib == 0 {
+        return Err(VmmError::InvalidOption {
+            option: "--memory",
+            value: "0".into(),
+            problem: "guest memory must be at least 1 MiB".into(),
+        });
+    }
+    if let Some(host_mib) = host.memory_mib
+        && mib > host_mib
+    {
+        return Err(VmmError::InvalidOption {
+            option: "--memory",
+            value: format!("{mib}M"),
+            problem: format!("more than the host's {host_mib} MiB of RAM"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn host_memory_mib() -> Option<u64> {
+    // SAFETY: an all-zero `sysinfo` is a valid value of this plain C struct.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo(2) only writes the struct we pass, which lives for the call.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    let bytes = info.totalram.checked_mul(u64::from(info.mem_unit))?;
+    Some(bytes >> 20)
+}
+
+/// What KVM offers this host's vCPUs: asked on a helper thread at start-up, because
+/// `KVM_GET_SUPPORTED_CPUID` is slow on some hosts (each `cpuid` traps to an outer hypervisor)
+/// and nothing before vCPU creation needs it.
+pub(crate) struct HostCpu {
+    pub(crate) supported_cpuid: CpuId,
+    pub(crate) msr_indexes: Vec<u32>,
+}
+
+/// The host CPU query, running on a helper thread until the first boot needs its answer.
+pub(crate) struct HostCpuQuery {
+    pending: Option<JoinHandle<Result<HostCpu, VmmError>>>,
+    inline: Option<Result<HostCpu, VmmError>>,
+    ready: Option<HostCpu>,
+}
+
+impl HostCpuQuery {
+    pub(crate) fn start(hypervisor: Arc<Hypervisor>) -> Self {
+        let query = move || {
+            Ok(HostCpu {
+                supported_cpuid: hypervisor.supported_cpuid()?,
+                msr_indexes: hypervisor.msr_index_list()?,
+            })
+        };
+        let spawned = std::thread::Builder::new()
+            .name("cpuid-query".into())
+            .spawn(query.clone());
+        let (pending, inline) = match spawned {
+            Ok(handle) => (Some(handle), None),
+            // No thread to spare: ask on this one.
+            Err(_) => (None, Some(query())),
+        };
+        HostCpuQuery {
+            pending,
+            inline,
+            ready: None,
+        }
+    }
+
+    /// The answer, if `get` has already succeeded.
+    pub(crate) fn ready(&self) -> Option<&HostCpu> {
+        self.ready.as_ref()
+    }
+
+    /// Waits for the answer; `features` is checked against it the first time, before any vCPU
+    /// exists.
+    pub(crate) fn get(
+        &mut self,
+        config: &VmConfig,
+        features: &CpuFeatures,
+    ) -> Result<&HostCpu, VmmError> {
+        if self.ready.is_none() {
+            let result = match (self.pending.take(), self.inline.take()) {
+                (Some(handle), _) => handle
+                    .join()
+                    .map_err(|_| VmmError::Runtime("the CPUID query thread panicked".into()))?,
+                (None, Some(result)) => result,
+                (None, None) => {
+                    return Err(VmmError::Runtime("the CPUID query failed earlier".into()));
+                }
+            };
+            let host = result?;
+            arch::cpuid::build_vcpu_cpuid(
+                &host.supported_cpuid,
+                features,
+                0,
+                config.cpus.count,
+                None,
+            )
+            .map_err(|e| features_error(config, &e))?;
+            self.ready = Some(host);
+        }
+        self.ready
+            .as_ref()
+            .ok_or_else(|| VmmError::Runtime("the CPUID query failed earlier".into()))
+    }
+}
+
+pub(crate) fn parse_features(text: &str) -> Result<CpuFeatures, VmmError> {
+    text.parse()
+        .map_err(|e: arch::cpuid::CpuidError| VmmError::InvalidOption {
+            option: "--cpu-features",
+            value: text.to_string(),
+            problem: e.to_string(),
+        })
+}
+
+pub(crate) fn features_error(config: &VmConfig, error: &arch::cpuid::CpuidError) -> VmmError {
+    VmmError::InvalidOption {
+        option: "--cpu-features",
+        value: config.cpus.features.clone(),
+        problem: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OnReboot, PayloadConfig, SerialConfig};
+
+    fn config(cpus: u8, mib: u64) -> VmConfig {
+        VmConfig {
+            payload: PayloadConfig {
+                kernel: "/k".into(),
+                initrd: None,
+                cmdline: String::new(),
+                boot_protocol: Default::default(),
+            },
+            cpus: crate::config::CpusConfig {
+                count: cpus,
+                features: String::new(),
+            },
+            memory: crate::config::MemoryConfig { size_mib: mib },
+            serial: SerialConfig::Off,
+            on_reboot: OnReboot::Restart,
+        }
+    }
+
+    const HOST: HostLimits = HostLimits {
+        max_vcpus: 4,
+        memory_mib: Some(1024),
+    };
+
+    #[test]
+    fn zero_and_too_many_cpus_are_refused_naming_the_option() {
+        let zero = validate(&config(0, 128), &HOST).unwrap_err().to_string();
+        assert!(zero.starts_with("--cpus 0:"), "{zero}");
+        let many = validate(&config(5, 128), &HOST).unwrap_err().to_string();
+        assert!(
+            many.starts_with("--cpus 5:") && many.contains("4 vCPUs"),
+            "{many}"
+        );
+        assert!(validate(&config(4, 128), &HOST).is_ok());
+    }
+
+    #[test]
+    fn zero_and_too_much_memory_are_refused_naming_the_option() {
+        let zero = validate(&config(1, 0), &HOST).unwrap_err().to_string();
+        assert!(zero.starts_with("--memory 0:"), "{zero}");
+        let big = validate(&config(1, 2048), &HOST).unwrap_err().to_string();
+        assert!(
+            big.starts_with("--memory 2048M:") && big.contains("1024 MiB"),
+            "{big}"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+#include "counter.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "console.h"
+#include "layout.h"
+#include "scenarios.h"
+#include "usermode.h"
+
+#define MIB 0x100000ULL
+#define PAGE_SIZE 4096ULL
+#define PAGES_PER_MIB (MIB / PAGE_SIZE)
+#define TOUCH_ALIGN 0x200000ULL
+#define MAPPED_LIMIT 0x100000000ULL
+#define LINE_MASK ((1ULL << COUNTER_LINE_SHIFT) - 1)
+#define TOUCH_BYTE 0x5A
+
+/*
+ * Everything the CPL3 loop uses, at COUNTER_ADDR: it keeps no state in registers across
+ * iterations that memory does not also hold, so a restored snapshot carries on from here.
+ */
+struct counter_state {
+	uint64_t count;
+	uint64_t region;      /* first byte of the touch region (2 MiB aligned) */
+	uint64_t touch_mib;   /* touch=N */
+	uint64_t dirty_pages; /* pages rewritten after every count line (dirty=M MiB) */
+	uint64_t touch;       /* 1 when touch= was given */
+	uint64_t touched;     /* 1 once the touch pass finished (a restore does not repeat it) */
+};
+
+enum option {
+	OPTION_ABSENT,
+	OPTION_SET,
+	OPTION_INVALID,
+};
+
+/* End of the loaded image, .noinit included (linker.ld). */
+extern char __image_end[];
+
+static volatile struct counter_state *state(void)
+{
+	return (volatile struct counter_state *)COUNTER_ADDR;
+}
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * Finds the first word "<key>=<value>" of the command line and parses value as MiB (decimal,
+ * at most TOUCH_MAX_MIB).
+ */
+static enum option option_mib(const char *cmdline, const char *key, uint64_t *mib)
+{
+	const char *p = cmdline;
+	for (;;) {
+		while (is_space(*p))
+			p++;
+		if (*p == '\0')
+			return OPTION_ABSENT;
+		const char *k = key;
+		while (*k != '\0' && *p == *k) {
+			p++;
+			k++;
+		}
+		if (*k == '\0' && *p == '=') {
+			uint64_t value = 0;
+			int digits = 0;
+			for (p++; *p >= '0' && *p <= '9' && value <= TOUCH_MAX_MIB; p++, digits++)
+				value = value * 10 + (uint64_t)(*p - '0');
+			*mib = value;
+			bool valid = digits > 0 && value <= TOUCH_MAX_MIB && (*p == '\0' || is_space(*p));
+			return valid ? OPTION_SET : OPTION_INVALID;
+		}
+		while (*p != '\0' && !is_space(*p))
+			p++;
+	}
+}
+
+static bool overlaps(uint64_t a, uint64_t a_end, uint64_t b, uint64_t b_end)
+{
+	return a < b_end && b < a_end;
+}
+
+/* Checks the options and the memory map; fills the state or writes why it cannot run. */
+static bool prepare(const struct boot_info *info, char *why, int why_size)
+{
+	uint64_t touch = 0, dirty = 0;
+	enum option touch_opt = option_mib(info->cmdline, "touch", &touch);
+	enum option dirty_opt = option_mib(info->cmdline, "dirty", &dirty);
+	if (touch_opt == OPTION_INVALID || dirty_opt == OPTION_INVALID) {
+		ksnprintf(why, why_size, "bad %s= value (MiB in decimal, at most %u)",
+			  touch_opt == OPTION_INVALID ? "touch" : "dirty", TOUCH_MAX_MIB);
+		return false;
+	}
+	if (dirty > touch) {
+		ksnprintf(why, why_size, "dirty=%llu exceeds touch=%llu", (unsigned long long)dirty,
+			  (unsigned long long)touch);
+		return false;
+	}
+	if (!e820_range_usable(info, COUNTER_ADDR, PAGE_SIZE)) {
+		ksnprintf(why, why_size, "counter page 0x%x is not usable RAM", COUNTER_ADDR);
+		return false;
+	}
+	uint64_t region = ((uintptr_t)__image_end + TOUCH_ALIGN - 1) & ~(TOUCH_ALIGN - 1);
+	uint64_t end = region + touch * MIB;
+	if (touch > 0 && (end > MAPPED_LIMIT || !e820_range_usable(info, region, touch * MIB))) {
+		ksnprintf(why, why_size, "touch=%llu: 0x%llx-0x%llx is not usable RAM below 4 GiB",
+			  (unsigned long long)touch, (unsigned long long)region,
+			  (unsigned long long)end);
+		return false;
+	}
+	uint64_t initrd_end = info->initrd_addr + info->initrd_size;
+	if (touch > 0 && info->initrd_size > 0 &&
+	    overlaps(region, end, info->initrd_addr, initrd_end)) {
+		ksnprintf(why, why_size, "touch=%llu: 0x%llx-0x%llx overlaps the initrd",
+			  (unsigned long long)touch, (unsigned long long)region,
+			  (unsigned long long)end);
+		return false;
+	}
+	volatile struct counter_state *s = state();
+	s->count = 0;
+	s->region = region;
+	s->touch_mib = touch;
+	s->dirty_pages = dirty * PAGES_PER_MIB;
+	s->touch = touch_opt == OPTION_SET;
+	s->touched = 0;
+	return true;
+}
+
+/* Writes value to the first byte of each of pages pages from base. Runs at CPL3. */
+static void write_pages(uint64_t base, uint64_t pages, uint8_t value)
+{
+	for (uint64_t i = 0; i < pages; i++)
+		*(volatile uint8_t *)(uintptr_t)(base + i * PAGE_SIZE) = value;
+}
+
+/* The CPL3 side: touch, then count forever. */
+static _Noreturn void count_at_cpl3(void)
+{
+	volatile struct counter_state *s = state();
+	if (s->touch && !s->touched) {
+		write_pages(s->region, s->touch_mib * PAGES_PER_MIB, TOUCH_BYTE);
+		s->touched = 1;
+		user_printf("oxguest: touched %llu MiB\n", (unsigned long long)s->touch_mib);
+	}
+	user_printf("oxguest: counter running at cpl3\n");
+	for (;;) {
+		uint64_t count = s->count + 1;
+		s->count = count;
+		if ((count & LINE_MASK) != 0)
+			continue;
+		user_printf("counter %llu\n", (unsigned long long)count);
+		/* Differs from the byte written after the previous line: 0x80 | line number. */
+		write_pages(s->region, s->dirty_pages,
+			    (uint8_t)(0x80 | ((count >> COUNTER_LINE_SHIFT) & 0x7F)));
+	}
+}
+
+void run_counter(const char *name, const struct boot_info *info)
+{
+	char why[160];
+	if (!prepare(info, why, sizeof(why))) {
+		scenario_fail(name, why);
+		return;
+	}
+	usermode_enter(name, count_at_cpl3);
+}
