@@ -4,7 +4,6 @@
 #include <stdint.h>
 
 #include "console.h"
-#include "layout.h"
 #include "scenarios.h"
 #include "usermode.h"
 

@@ -45,8 +45,18 @@ fn lock(vcpu: &Mutex<Vcpu>) -> std::sync::MutexGuard<'_, Vcpu> {
 }
 
 fn run_vcpu(vcpu: &Mutex<Vcpu>, shared: &VcpuShared) {
-    lock(vcpu).attach_to_thread();
+    let index = {
+        let mut vcpu = lock(vcpu);
+        vcpu.attach_to_thread();
+        vcpu.index()
+    };
+    let mut entered = false;
     while shared.control.checkpoint() {
+        if !entered {
+            // Benchmarks read this line to time restore → first guest instruction.
+            tracing::info!("vCPU {index}: entering the guest");
+            entered = true;
+        }
         let reason = run_once(&mut lock(vcpu), shared);
         if let Some(reason) = reason {
             shared.stop.request(reason);
