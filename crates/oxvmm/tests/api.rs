@@ -183,3 +183,46 @@ fn kvm_openapi_describes_exactly_the_routes_oxvmm_serves() {
     assert_eq!(vmm.wait(TIMEOUT), Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs oxvmm-remote against `socket`.
+fn remote(socket: &std::path::Path, args: &[&str]) -> common::Run {
+    let mut all = vec!["--api-socket", socket.to_str().unwrap()];
+    all.extend_from_slice(args);
+    common::run_command(env!("CARGO_BIN_EXE_oxvmm-remote"), &all)
+}
+
+#[test]
+fn kvm_oxvmm_remote_drives_the_vm_from_the_command_line() {
+    let (mut vmm, client, dir) = start_waiting_guest("remote", &[]);
+    let socket = dir.join("api.sock");
+
+    let ping = remote(&socket, &["ping"]);
+    ping.assert_exit(0);
+    assert!(ping.stdout.starts_with("oxvmm "), "{ping}");
+    remote(&socket, &["pause"]).assert_exit(0);
+    let info = remote(&socket, &["info"]);
+    info.assert_exit(0);
+    assert!(info.stdout.contains("\"paused\""), "{info}");
+    let again = remote(&socket, &["pause"]);
+    again.assert_exit(1);
+    assert!(again.stderr.contains("already paused"), "{again}");
+    let snap = dir.join("snap");
+    let snapshot = remote(&socket, &["snapshot", snap.to_str().unwrap()]);
+    snapshot.assert_exit(0);
+    assert!(snapshot.stdout.contains("pages_written"), "{snapshot}");
+    assert!(snap.join("state").exists() && snap.join("memory").exists());
+    remote(&socket, &["resume"]).assert_exit(0);
+    let counters = remote(&socket, &["counters"]);
+    counters.assert_exit(0);
+    assert!(counters.stdout.contains("io_out"), "{counters}");
+    remote(&socket, &["shutdown"]).assert_exit(0);
+    vmm.expect_line(|l| l.starts_with("TEST wait-shutdown PASS"), TIMEOUT);
+    assert_eq!(vmm.wait(TIMEOUT), Some(0));
+    assert_eq!(client.ping().err().map(|e| e.status()), Some(None));
+
+    let gone = remote(&socket, &["ping"]);
+    gone.assert_exit(1);
+    assert_eq!(gone.stderr.trim_end().lines().count(), 1, "{gone}");
+    assert!(gone.stderr.contains("--api-socket"), "{gone}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
