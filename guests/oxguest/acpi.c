@@ -31,6 +31,16 @@
 #define MADT_TYPE_LAPIC_OVERRIDE 5
 #define MADT_LAPIC_ENABLED 1u
 
+/* MCFG layout (PCI Firmware 3.2, 4.1.2): reserved 8 bytes, then 16-byte allocations. */
+#define MCFG_ENTRIES 44
+#define MCFG_ENTRY_LEN 16
+#define MCFG_BASE 0
+#define MCFG_SEGMENT 8
+#define MCFG_START_BUS 10
+#define MCFG_END_BUS 11
+/* ECAM: 1 MiB of configuration space per bus. */
+#define ECAM_BUS_SHIFT 20
+
 /* docs/platform.md values, used when the firmware tables do not say. */
 #define PLATFORM_PM1A_EVT 0x600
 #define PLATFORM_PM1_EVT_LEN 4
@@ -165,6 +175,34 @@ static void parse_madt(const uint8_t *madt, uint32_t len)
 	}
 }
 
+/*
+ * Takes the first allocation of segment 0 that decodes bus 0 and lies inside the identity
+ * map; this guest does not use other segments.
+ */
+static void parse_mcfg(const uint8_t *mcfg, uint32_t len)
+{
+	for (uint32_t off = MCFG_ENTRIES; off + MCFG_ENTRY_LEN <= len; off += MCFG_ENTRY_LEN) {
+		const uint8_t *e = mcfg + off;
+		uint64_t base = load_u64(e + MCFG_BASE);
+		uint8_t start = e[MCFG_START_BUS];
+		uint8_t end = e[MCFG_END_BUS];
+		uint64_t span = ((uint64_t)end + 1) << ECAM_BUS_SHIFT;
+		if (load_u16(e + MCFG_SEGMENT) != 0 || start != 0 || end < start)
+			continue;
+		if (!range_mapped(base, span)) {
+			kprintf("oxguest: acpi MCFG window 0x%llx (buses %u-%u) is outside the "
+				"identity map, ignored\n",
+				(unsigned long long)base, start, end);
+			continue;
+		}
+		plat.have_mcfg = true;
+		plat.ecam_base = base;
+		plat.ecam_start_bus = start;
+		plat.ecam_end_bus = end;
+		return;
+	}
+}
+
 static void visit_table(uint64_t addr)
 {
 	uint32_t len;
@@ -173,6 +211,8 @@ static void visit_table(uint64_t addr)
 		parse_fadt(table, len);
 	else if (!plat.have_madt && (table = map_table(addr, "APIC", &len)) != NULL)
 		parse_madt(table, len);
+	else if (!plat.have_mcfg && (table = map_table(addr, "MCFG", &len)) != NULL)
+		parse_mcfg(table, len);
 }
 
 /* Walks the XSDT (8-byte entries) or RSDT (4-byte entries). */
@@ -240,16 +280,20 @@ static void apply_fallbacks(void)
 static void print_summary(void)
 {
 	char reset[48] = "none";
+	char mcfg[48] = "none";
+	if (plat.have_mcfg)
+		ksnprintf(mcfg, sizeof(mcfg), "0x%llx/%u-%u", (unsigned long long)plat.ecam_base,
+			  plat.ecam_start_bus, plat.ecam_end_bus);
 	if (plat.reset.present)
 		ksnprintf(reset, sizeof(reset), "%s:0x%llx=0x%02x",
 			  plat.reset.space == GAS_SYSTEM_IO ? "io" : "mem",
 			  (unsigned long long)plat.reset.address, plat.reset.value);
 	kprintf("oxguest: acpi rsdp=0x%llx fadt=%s madt=%s pm1a_evt=0x%x pm1a_cnt=0x%x pm1b_cnt=0x%x "
-		"pm_tmr=0x%x reset=%s lapic=0x%llx cpus=%u%s\n",
+		"pm_tmr=0x%x reset=%s lapic=0x%llx cpus=%u%s mcfg=%s\n",
 		(unsigned long long)plat.rsdp, plat.have_fadt ? "yes" : "no(defaults)",
 		plat.have_madt ? "yes" : "no", plat.pm1a_evt, plat.pm1a_cnt, plat.pm1b_cnt, plat.pm_timer, reset,
 		(unsigned long long)plat.lapic_base, plat.cpu_count,
-		plat.cpus_truncated ? "(truncated)" : "");
+		plat.cpus_truncated ? "(truncated)" : "", mcfg);
 }
 
 void acpi_init(uint64_t rsdp)

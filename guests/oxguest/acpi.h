@@ -32,6 +32,15 @@ struct platform {
 	uint16_t pm_timer; /* 0: none */
 	struct reset_register reset;
 	uint64_t lapic_base;
+	/*
+	 * PCI Express ECAM from the MCFG entry of segment 0 that decodes bus 0 (have_mcfg false:
+	 * no such entry; config space then goes through ports 0xCF8/0xCFC). ecam_base is the
+	 * address of bus 0 even when ecam_start_bus is not 0 (PCI Firmware 3.2, table 4-3).
+	 */
+	bool have_mcfg;
+	uint64_t ecam_base;
+	uint8_t ecam_start_bus;
+	uint8_t ecam_end_bus;
 	/* Enabled local APICs from the MADT, in table order. */
 	uint32_t cpu_count;
 	uint8_t apic_ids[MAX_CPUS];

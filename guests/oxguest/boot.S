@@ -201,6 +201,7 @@ pdpt:
 	/* Not zeroed at entry: every byte is written before use. */
 	.section .pagetables, "aw", @nobits
 	.balign 4096
+	.globl page_directories		/* pci.c marks a low ECAM window uncached */
 page_directories:
 	.skip 4 * 4096
 

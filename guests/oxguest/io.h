@@ -16,6 +16,11 @@ static inline void outw(uint16_t port, uint16_t value)
 	__asm__ volatile("outw %0, %1" : : "a"(value), "Nd"(port) : "memory");
 }
 
+static inline void outl(uint16_t port, uint32_t value)
+{
+	__asm__ volatile("outl %0, %1" : : "a"(value), "Nd"(port) : "memory");
+}
+
 static inline uint16_t inw(uint16_t port)
 {
 	uint16_t value;
@@ -37,6 +42,16 @@ static inline uint32_t inl(uint16_t port)
 	return value;
 }
 
+static inline uint8_t mmio_read8(uintptr_t addr)
+{
+	return *(volatile uint8_t *)addr;
+}
+
+static inline uint16_t mmio_read16(uintptr_t addr)
+{
+	return *(volatile uint16_t *)addr;
+}
+
 static inline uint32_t mmio_read32(uintptr_t addr)
 {
 	return *(volatile uint32_t *)addr;
@@ -47,9 +62,20 @@ static inline void mmio_write32(uintptr_t addr, uint32_t value)
 	*(volatile uint32_t *)addr = value;
 }
 
+static inline void mmio_write16(uintptr_t addr, uint16_t value)
+{
+	*(volatile uint16_t *)addr = value;
+}
+
 static inline void mmio_write8(uintptr_t addr, uint8_t value)
 {
 	*(volatile uint8_t *)addr = value;
+}
+
+/* Keeps the compiler from moving memory accesses across this point (x86 orders the rest). */
+static inline void compiler_barrier(void)
+{
+	__asm__ volatile("" : : : "memory");
 }
 
 struct cpuid_regs {

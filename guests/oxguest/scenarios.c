@@ -10,12 +10,19 @@
 #include "inputs.h"
 #include "io.h"
 #include "layout.h"
+#include "pci.h"
+#include "pci_scenario.h"
 #include "power.h"
 #include "smp.h"
 #include "string.h"
 #include "timer.h"
+#include "virtio_rng.h"
 
 #define WORD_MAX 64
+/* With this word, PCI config space goes through ports 0xCF8/0xCFC even when ACPI has an MCFG. */
+#define PCI_PORTS_WORD "pci-config=ports"
+/* With this word, the guest places every PCI BAR itself, ignoring what firmware assigned. */
+#define PCI_REASSIGN_WORD "pci-bars=reassign"
 
 /*
  * Reset marker in CMOS NVRAM, kept by the VMM across a reset. The word index lets the second
@@ -274,6 +281,35 @@ static void run_wait_shutdown(const struct ctx *ctx)
 	scenario_fail(ctx->name, why);
 }
 
+static bool next_word(const char **cursor, char *word, bool *has_equals);
+
+static bool has_word(const char *cmdline, const char *wanted)
+{
+	char word[WORD_MAX];
+	bool has_equals;
+	while (next_word(&cmdline, word, &has_equals)) {
+		if (str_eq(word, wanted))
+			return true;
+	}
+	return false;
+}
+
+static unsigned pci_scan_flags(const struct ctx *ctx)
+{
+	return (has_word(ctx->info->cmdline, PCI_PORTS_WORD) ? PCI_SCAN_PORTS : 0) |
+	       (has_word(ctx->info->cmdline, PCI_REASSIGN_WORD) ? PCI_SCAN_REASSIGN : 0);
+}
+
+static void run_pci_scenario(const struct ctx *ctx)
+{
+	run_pci(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_virtio_rng_scenario(const struct ctx *ctx)
+{
+	run_virtio_rng(ctx->name, pci_scan_flags(ctx));
+}
+
 static void run_demo(const struct ctx *ctx)
 {
 	const struct smp_result *r = smp_bring_up(ctx->info);
@@ -310,6 +346,8 @@ static const struct scenario scenarios[] = {
 	{"serial-echo", run_serial_echo, 0},
 	{"counter", run_counter_scenario, 0},
 	{"wait-shutdown", run_wait_shutdown, 0},
+	{"pci", run_pci_scenario, 0},
+	{"virtio-rng", run_virtio_rng_scenario, 0},
 	{"demo", run_demo, 0},
 };
 

@@ -7,6 +7,8 @@
 //! The `crash` scenario prints [`CRASHING`] and no `TEST` line: the VMM stopping the machine is
 //! its result. The `counter` scenario prints no `TEST` line either when it runs: it prints
 //! [`COUNTER_RUNNING`] and then count lines ([`parse_counter_line`]) until the host stops it.
+//! The `pci` scenario lists functions in its details ([`parse_pci_devices`]) and describes each
+//! on a `pci: ` line ([`parse_pci_function_line`]).
 
 /// First line on the PVH path, printed before anything else (time-to-first-byte marker).
 pub const STARTED_PVH: &str = "oxguest: started (pvh)";
@@ -58,8 +60,25 @@ pub const SCENARIOS: &[&str] = &[
     "serial-echo",
     "counter",
     "wait-shutdown",
+    "pci",
+    "virtio-rng",
     "demo",
 ];
+
+/// Command-line word: PCI configuration space through ports 0xCF8/0xCFC even when ACPI has an
+/// MCFG (ECAM). Counts for the first PCI scenario of a boot.
+pub const PCI_PORTS_OPTION: &str = "pci-config=ports";
+/// Command-line word: the guest places every PCI BAR itself in [`PCI_BAR_WINDOW`], ignoring
+/// addresses firmware assigned (without it, only BARs that read 0 or lie above 4 GiB move).
+pub const PCI_REASSIGN_OPTION: &str = "pci-bars=reassign";
+/// Where the guest places memory BARs nobody assigned (docs/platform.md's 32-bit BAR window).
+pub const PCI_BAR_WINDOW: std::ops::Range<u64> = 0xC000_0000..0xE000_0000;
+/// Where the guest places I/O BARs nobody assigned.
+pub const PCI_IO_WINDOW: std::ops::Range<u64> = 0xC000..0x1_0000;
+/// Details of `TEST virtio-rng PASS ...`: two 64-byte requests, both filled, different.
+pub const VIRTIO_RNG_DETAILS: &str = "bytes=128 distinct=yes";
+/// Prefix of the `pci` scenario's informational lines (summary first, then one per function).
+pub const PCI_LINE_PREFIX: &str = "pci: ";
 
 /// Result of one scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +194,166 @@ pub fn parse_touched_line(line: &str) -> Option<u64> {
 /// Every count of an output's `counter` lines, in order.
 pub fn counter_values(output: &str) -> Vec<u64> {
     output.lines().filter_map(parse_counter_line).collect()
+}
+
+/// One PCI function as the `pci` scenario lists it (`bb:dd.f vvvv:dddd`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciFunction {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+    pub vendor_id: u16,
+    pub device_id: u16,
+}
+
+/// `bb:dd.f` (hex) into bus, device, function.
+fn parse_bdf(text: &str) -> Option<(u8, u8, u8)> {
+    let (bus, rest) = text.split_once(':')?;
+    let (device, function) = rest.split_once('.')?;
+    let hex = |t: &str, digits: usize| {
+        if t.len() == digits && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            u8::from_str_radix(t, 16).ok()
+        } else {
+            None
+        }
+    };
+    let (bus, device, function) = (hex(bus, 2)?, hex(device, 2)?, hex(function, 1)?);
+    (device < 32 && function < 8).then_some((bus, device, function))
+}
+
+/// Exactly four hex digits.
+fn parse_id(text: &str) -> Option<u16> {
+    if text.len() == 4 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        u16::from_str_radix(text, 16).ok()
+    } else {
+        None
+    }
+}
+
+/// `bb:dd.f` and `vvvv:dddd`.
+fn parse_function(bdf: &str, ids: &str) -> Option<PciFunction> {
+    let (bus, device, function) = parse_bdf(bdf)?;
+    let (vendor, dev) = ids.split_once(':')?;
+    Some(PciFunction {
+        bus,
+        device,
+        function,
+        vendor_id: parse_id(vendor)?,
+        device_id: parse_id(dev)?,
+    })
+}
+
+/// Parses the details of `TEST pci PASS devices=...`; `None` when malformed.
+pub fn parse_pci_devices(details: &str) -> Option<Vec<PciFunction>> {
+    let list = details.strip_prefix("devices=")?;
+    list.split(',')
+        .map(|entry| {
+            let (bdf, ids) = entry.split_once(' ')?;
+            parse_function(bdf, ids)
+        })
+        .collect()
+}
+
+/// What kind of BAR a `barN=` field of a `pci: ` line describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciBarKind {
+    Io,
+    Mem32,
+    Mem64,
+}
+
+/// One `barN=<kind>[-pf]:0x<base>+0x<size>[:placed]` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciBar {
+    pub index: u8,
+    pub kind: PciBarKind,
+    pub prefetchable: bool,
+    pub base: u64,
+    pub size: u64,
+    /// The guest chose the address (the BAR read 0, lay above 4 GiB, or [`PCI_REASSIGN_OPTION`]).
+    pub placed: bool,
+}
+
+/// A per-function line of the `pci` scenario:
+/// `pci: bb:dd.f vvvv:dddd class=ccsspp rev=rr hdr=h[ bus=n][ barN=...][ caps=..,..]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciFunctionLine {
+    pub function: PciFunction,
+    /// Class code, subclass and programming interface (`0x00ff00` for virtio-rng).
+    pub class: u32,
+    pub bars: Vec<PciBar>,
+    /// Capability IDs in list order.
+    pub caps: Vec<u8>,
+}
+
+fn parse_hex_u64(text: &str) -> Option<u64> {
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+/// `N=<kind>[-pf]:0x<base>+0x<size>[:placed]` (after `bar`).
+fn parse_bar(field: &str) -> Option<PciBar> {
+    let (index, value) = field.split_once('=')?;
+    let mut parts = value.split(':');
+    let (kind, prefetchable) = match parts.next()? {
+        "io" => (PciBarKind::Io, false),
+        "mem32" => (PciBarKind::Mem32, false),
+        "mem32-pf" => (PciBarKind::Mem32, true),
+        "mem64" => (PciBarKind::Mem64, false),
+        "mem64-pf" => (PciBarKind::Mem64, true),
+        _ => return None,
+    };
+    let (base, size) = parts.next()?.split_once('+')?;
+    let placed = match parts.next() {
+        None => false,
+        Some("placed") => true,
+        Some(_) => return None,
+    };
+    let index: u8 = index.parse().ok()?;
+    if index >= 6 || parts.next().is_some() {
+        return None;
+    }
+    Some(PciBar {
+        index,
+        kind,
+        prefetchable,
+        base: parse_hex_u64(base)?,
+        size: parse_hex_u64(size)?,
+        placed,
+    })
+}
+
+/// Parses one per-function line of the `pci` scenario; `None` for any other line (the summary
+/// line `pci: config=...` included).
+pub fn parse_pci_function_line(line: &str) -> Option<PciFunctionLine> {
+    let rest = line
+        .trim_end_matches(['\r', '\n'])
+        .strip_prefix(PCI_LINE_PREFIX)?;
+    let mut fields = rest.split(' ');
+    let function = parse_function(fields.next()?, fields.next()?)?;
+    let mut parsed = PciFunctionLine {
+        function,
+        class: 0,
+        bars: Vec::new(),
+        caps: Vec::new(),
+    };
+    for field in fields {
+        if let Some(class) = field.strip_prefix("class=") {
+            parsed.class = u32::from_str_radix(class, 16).ok()?;
+        } else if let Some(bar) = field.strip_prefix("bar") {
+            parsed.bars.push(parse_bar(bar)?);
+        } else if let Some(caps) = field.strip_prefix("caps=") {
+            parsed.caps = caps
+                .split(',')
+                .map(|c| u8::from_str_radix(c, 16).ok())
+                .collect::<Option<_>>()?;
+        }
+    }
+    Some(parsed)
+}
+
+/// Every per-function line of the `pci` scenario in an output, in order.
+pub fn pci_function_lines(output: &str) -> Vec<PciFunctionLine> {
+    output.lines().filter_map(parse_pci_function_line).collect()
 }
 
 #[cfg(test)]
@@ -343,6 +522,142 @@ mod tests {
         assert_eq!(
             Ok(COUNTER_LINE_INTERVAL),
             shift.parse::<u32>().map(|s| 1u64 << s)
+        );
+    }
+
+    #[test]
+    fn parses_pci_device_list() {
+        let details = "devices=00:00.0 8086:29c0,00:1f.3 8086:2930,01:00.0 1af4:1044";
+
+        let devices = parse_pci_devices(details);
+
+        assert_eq!(
+            devices,
+            Some(vec![
+                PciFunction {
+                    bus: 0,
+                    device: 0,
+                    function: 0,
+                    vendor_id: 0x8086,
+                    device_id: 0x29c0
+                },
+                PciFunction {
+                    bus: 0,
+                    device: 0x1f,
+                    function: 3,
+                    vendor_id: 0x8086,
+                    device_id: 0x2930
+                },
+                PciFunction {
+                    bus: 1,
+                    device: 0,
+                    function: 0,
+                    vendor_id: 0x1af4,
+                    device_id: 0x1044
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_pci_device_lists() {
+        assert!(parse_pci_devices("no PCI functions found").is_none());
+        assert!(parse_pci_devices("devices=").is_none());
+        assert!(parse_pci_devices("devices=00:00.0 8086:29c0,").is_none());
+        assert!(parse_pci_devices("devices=00:20.0 8086:29c0").is_none());
+        assert!(parse_pci_devices("devices=00:00.8 8086:29c0").is_none());
+        assert!(parse_pci_devices("devices=00:00.0 8086:29c").is_none());
+        assert!(parse_pci_devices("devices=00:00.0 +086:29c0").is_none());
+    }
+
+    #[test]
+    fn parses_pci_function_line_with_bars_and_caps() {
+        let line = "pci: 00:03.0 1af4:1044 class=00ff00 rev=01 hdr=0 \
+                    bar1=mem32:0xfebd5000+0x1000 bar4=mem64-pf:0xc1068000+0x4000:placed \
+                    caps=11,09\n";
+
+        let parsed = parse_pci_function_line(line).expect("a function line");
+
+        assert_eq!(parsed.function.device, 3);
+        assert_eq!(parsed.function.device_id, 0x1044);
+        assert_eq!(parsed.class, 0x00ff00);
+        assert_eq!(parsed.caps, vec![0x11, 0x09]);
+        assert_eq!(
+            parsed.bars,
+            vec![
+                PciBar {
+                    index: 1,
+                    kind: PciBarKind::Mem32,
+                    prefetchable: false,
+                    base: 0xfebd_5000,
+                    size: 0x1000,
+                    placed: false
+                },
+                PciBar {
+                    index: 4,
+                    kind: PciBarKind::Mem64,
+                    prefetchable: true,
+                    base: 0xc106_8000,
+                    size: 0x4000,
+                    placed: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn pci_function_lines_skip_the_summary_and_bad_bars() {
+        let output = "pci: config=ecam base=0xb0000000 buses=0-255 functions=1 placed_bars=0\n\
+                      pci: 00:00.0 8086:29c0 class=060000 rev=00 hdr=0\n\
+                      pci: 00:01.0 8086:100e class=020000 rev=03 hdr=0 bar1=io:0xc000\n\
+                      pci: 00:02.0 8086:100e class=020000 rev=03 hdr=0 bar6=io:0xc000+0x40\n";
+
+        let lines = pci_function_lines(output);
+
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].function.vendor_id, 0x8086);
+        assert!(lines[0].bars.is_empty() && lines[0].caps.is_empty());
+    }
+
+    /// The string literal of `#define <name> "<value>"` in a C source.
+    fn c_string_define<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+        c_define(source, name)?.strip_prefix('"')?.strip_suffix('"')
+    }
+
+    #[test]
+    fn pci_options_and_windows_match_the_guest() {
+        let scenarios = include_str!("../oxguest/scenarios.c");
+        let pci = include_str!("../oxguest/pci.h");
+        let number = |name: &str| {
+            c_define(pci, name)
+                .map(|v| v.trim_end_matches("ULL").trim_end_matches('u'))
+                .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        };
+
+        assert_eq!(
+            c_string_define(scenarios, "PCI_PORTS_WORD"),
+            Some(PCI_PORTS_OPTION)
+        );
+        assert_eq!(
+            c_string_define(scenarios, "PCI_REASSIGN_WORD"),
+            Some(PCI_REASSIGN_OPTION)
+        );
+        assert_eq!(number("PCI_MEM_WINDOW_START"), Some(PCI_BAR_WINDOW.start));
+        assert_eq!(number("PCI_MEM_WINDOW_END"), Some(PCI_BAR_WINDOW.end));
+        assert_eq!(number("PCI_IO_WINDOW_START"), Some(PCI_IO_WINDOW.start));
+        assert_eq!(number("PCI_IO_WINDOW_END"), Some(PCI_IO_WINDOW.end));
+    }
+
+    #[test]
+    fn virtio_rng_details_match_the_guest() {
+        let header = include_str!("../oxguest/virtio_rng.h");
+        let value = |name: &str| c_define(header, name).and_then(|v| v.parse::<u32>().ok());
+
+        let bytes = value("RNG_REQUESTS").zip(value("RNG_REQUEST_BYTES"));
+
+        assert_eq!(
+            bytes.map(|(n, size)| format!("bytes={} distinct=yes", n * size)),
+            Some(VIRTIO_RNG_DETAILS.to_string())
         );
     }
 

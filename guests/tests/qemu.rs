@@ -36,6 +36,10 @@ struct Inputs<'a> {
     power_button: bool,
     /// Stop QEMU after this many `counter` lines (the counter scenario never ends by itself).
     stop_after_counts: Option<usize>,
+    /// QEMU machine type (`-M`); q35 when `None`.
+    machine: Option<&'a str>,
+    /// `-device` arguments.
+    devices: &'a [&'a str],
 }
 
 /// What the output reader does when the guest prints certain lines.
@@ -140,7 +144,8 @@ fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
     let monitor = inputs.power_button.then(|| TempPath::new("monitor"));
     let mut command = Command::new(QEMU);
     command
-        .args(["-M", "q35", "-accel", "tcg", "-m", "256", "-nodefaults"])
+        .args(["-M", inputs.machine.unwrap_or("q35")])
+        .args(["-accel", "tcg", "-m", "256", "-nodefaults"])
         .args([
             "-smp",
             &smp.to_string(),
@@ -162,6 +167,9 @@ fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
     }
     if let Some(initrd) = inputs.initrd {
         command.arg("-initrd").arg(initrd);
+    }
+    for device in inputs.devices {
+        command.args(["-device", device]);
     }
     let mut child = command.spawn().unwrap_or_else(|e| {
         panic!(
@@ -448,5 +456,178 @@ fn qemu_wait_shutdown_sees_the_power_button() {
         protocol::find(&run.output, "serial").is_none(),
         "the guest powers off right after the power button; output:\n{}",
         run.output
+    );
+}
+
+/// A modern-only virtio-rng (PCI ID 1af4:1044), as oxvmm offers it.
+const VIRTIO_RNG: &str = "virtio-rng-pci,disable-legacy=on";
+
+fn pci_devices(run: &Run) -> Vec<protocol::PciFunction> {
+    protocol::parse_pci_devices(&assert_pass(run, "pci"))
+        .unwrap_or_else(|| panic!("malformed pci details; output:\n{}", run.output))
+}
+
+fn has_function(devices: &[protocol::PciFunction], vendor_id: u16, device_id: u16) -> bool {
+    devices
+        .iter()
+        .any(|d| d.vendor_id == vendor_id && d.device_id == device_id)
+}
+
+/// The `pci: config=...` summary line.
+fn pci_summary(run: &Run) -> &str {
+    run.output
+        .lines()
+        .find(|l| l.starts_with("pci: config="))
+        .unwrap_or_else(|| panic!("no pci summary line; output:\n{}", run.output))
+}
+
+#[test]
+fn qemu_pci_on_q35_uses_ecam() {
+    let inputs = Inputs {
+        devices: &[VIRTIO_RNG],
+        ..Inputs::default()
+    };
+
+    let run = boot_with(1, "pci", false, inputs);
+
+    assert_clean_finish(&run);
+    let devices = pci_devices(&run);
+    assert_eq!(
+        (
+            devices[0].bus,
+            devices[0].device,
+            devices[0].vendor_id,
+            devices[0].device_id
+        ),
+        (0, 0, 0x8086, 0x29c0),
+        "Q35 host bridge first; output:\n{}",
+        run.output
+    );
+    assert!(
+        has_function(&devices, 0x1af4, 0x1044),
+        "output:\n{}",
+        run.output
+    );
+    assert!(pci_summary(&run).starts_with("pci: config=ecam "));
+    let lines = protocol::pci_function_lines(&run.output);
+    assert_eq!(lines.len(), devices.len(), "one line per function");
+    let rng = lines
+        .iter()
+        .find(|l| l.function.device_id == 0x1044)
+        .expect("virtio-rng line");
+    assert_eq!(rng.class, 0x00ff00);
+    assert!(rng.caps.contains(&0x09), "virtio vendor capabilities");
+    assert!(
+        rng.bars
+            .iter()
+            .any(|b| b.kind == protocol::PciBarKind::Mem64 && b.size == 0x4000),
+        "the modern virtio BAR; output:\n{}",
+        run.output
+    );
+}
+
+#[test]
+fn qemu_pci_on_i440fx_uses_ports() {
+    let inputs = Inputs {
+        machine: Some("pc"),
+        devices: &[VIRTIO_RNG],
+        ..Inputs::default()
+    };
+
+    let run = boot_with(1, "pci", false, inputs);
+
+    assert_clean_finish(&run);
+    let devices = pci_devices(&run);
+    assert_eq!(
+        (devices[0].vendor_id, devices[0].device_id),
+        (0x8086, 0x1237),
+        "i440FX host bridge first; output:\n{}",
+        run.output
+    );
+    assert!(
+        has_function(&devices, 0x8086, 0x7113),
+        "PIIX4 ACPI, function 3 of a multi-function device; output:\n{}",
+        run.output
+    );
+    assert!(
+        has_function(&devices, 0x1af4, 0x1044),
+        "output:\n{}",
+        run.output
+    );
+    assert!(pci_summary(&run).starts_with("pci: config=ports "));
+}
+
+#[test]
+fn qemu_virtio_rng_delivers_random_bytes() {
+    let inputs = Inputs {
+        devices: &[VIRTIO_RNG],
+        ..Inputs::default()
+    };
+
+    let run = boot_with(1, "virtio-rng virtio-rng", false, inputs);
+
+    assert_clean_finish(&run);
+    let passes = protocol::parse_output(&run.output)
+        .into_iter()
+        .filter(|l| l.name == "virtio-rng" && l.outcome == Outcome::Pass)
+        .inspect(|l| assert_eq!(l.details, protocol::VIRTIO_RNG_DETAILS))
+        .count();
+    assert_eq!(
+        passes, 2,
+        "the device works again after the reset; output:\n{}",
+        run.output
+    );
+}
+
+/// The guest places every BAR itself (what it does on a VMM without firmware) and reaches the
+/// device through config ports, then drives virtio from the BARs it placed.
+#[test]
+fn qemu_pci_places_bars_and_virtio_uses_them() {
+    let inputs = Inputs {
+        devices: &[VIRTIO_RNG],
+        ..Inputs::default()
+    };
+    let cmdline = format!(
+        "{} {} pci virtio-rng",
+        protocol::PCI_PORTS_OPTION,
+        protocol::PCI_REASSIGN_OPTION
+    );
+
+    let run = boot_with(1, &cmdline, false, inputs);
+
+    assert_clean_finish(&run);
+    assert!(pci_summary(&run).starts_with("pci: config=ports "));
+    let bars: Vec<protocol::PciBar> = protocol::pci_function_lines(&run.output)
+        .into_iter()
+        .flat_map(|l| l.bars)
+        .collect();
+    assert!(!bars.is_empty(), "output:\n{}", run.output);
+    for bar in &bars {
+        let window = if bar.kind == protocol::PciBarKind::Io {
+            protocol::PCI_IO_WINDOW
+        } else {
+            protocol::PCI_BAR_WINDOW
+        };
+        assert!(
+            bar.placed && window.contains(&bar.base) && bar.base % bar.size == 0,
+            "{bar:?}; output:\n{}",
+            run.output
+        );
+    }
+    assert_eq!(
+        assert_pass(&run, "virtio-rng"),
+        protocol::VIRTIO_RNG_DETAILS
+    );
+}
+
+#[test]
+fn qemu_virtio_rng_without_the_device_fails_cleanly() {
+    let run = boot(1, "virtio-rng", false);
+
+    assert_clean_finish(&run);
+    let line = protocol::find(&run.output, "virtio-rng").expect("virtio-rng reported");
+    assert_eq!(
+        (line.outcome, line.details),
+        (Outcome::Fail, "no virtio-rng device")
     );
 }
