@@ -3,7 +3,8 @@
 use vm_memory::GuestAddress;
 
 use crate::layout::{
-    BIOS_AREA_START, HIGH_RAM_START, LOW_RAM_END, MMIO_HOLE_START, RAM_ABOVE_4G_START,
+    BIOS_AREA_START, HIGH_RAM_START, LOW_RAM_END, MMIO_HOLE_START, PCI_ECAM_SIZE, PCI_ECAM_START,
+    RAM_ABOVE_4G_START,
 };
 
 /// e820 type: usable RAM.
@@ -120,6 +121,12 @@ pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
     push(0, low_top.min(LOW_RAM_END), E820_RAM);
     push(BIOS_AREA_START, low_top.min(HIGH_RAM_START), E820_RESERVED);
     push(HIGH_RAM_START, low_top, E820_RAM);
+    // The PCI Express ECAM window, reserved as Linux expects of an MCFG region.
+    push(
+        PCI_ECAM_START,
+        PCI_ECAM_START + PCI_ECAM_SIZE,
+        E820_RESERVED,
+    );
     let high = high_ram_size(mem_size);
     push(
         RAM_ABOVE_4G_START,
@@ -138,6 +145,11 @@ mod tests {
 
     fn entry(addr: u64, size: u64, kind: u32) -> E820Entry {
         E820Entry { addr, size, kind }
+    }
+
+    /// The reserved PCI Express ECAM window every map ends its low part with.
+    fn ecam() -> E820Entry {
+        entry(PCI_ECAM_START, PCI_ECAM_SIZE, E820_RESERVED)
     }
 
     #[test]
@@ -196,6 +208,7 @@ mod tests {
                 entry(0, 0xA0000, E820_RAM),
                 entry(0xE0000, 0x20000, E820_RESERVED),
                 entry(0x100000, 127 * MIB, E820_RAM),
+                ecam(),
             ]
         );
     }
@@ -205,14 +218,16 @@ mod tests {
         let at_hole = e820_map(3 * GIB);
         let above = e820_map(4 * GIB);
 
-        assert_eq!(at_hole.len(), 3);
+        assert_eq!(at_hole.len(), 4);
         assert_eq!(at_hole[2], entry(0x100000, 3 * GIB - MIB, E820_RAM));
+        assert_eq!(at_hole[3], ecam());
         assert_eq!(
             above,
             vec![
                 entry(0, 0xA0000, E820_RAM),
                 entry(0xE0000, 0x20000, E820_RESERVED),
                 entry(0x100000, 3 * GIB - MIB, E820_RAM),
+                ecam(),
                 entry(4 * GIB, GIB, E820_RAM),
             ]
         );
@@ -227,23 +242,25 @@ mod tests {
         let exactly_1mib = e820_map(MIB);
 
         // Assert
-        assert_eq!(tiny, vec![entry(0, 0x8_0000, E820_RAM)]);
-        assert_eq!(in_vga_window, vec![entry(0, 0xA_0000, E820_RAM)]);
+        assert_eq!(tiny, vec![entry(0, 0x8_0000, E820_RAM), ecam()]);
+        assert_eq!(in_vga_window, vec![entry(0, 0xA_0000, E820_RAM), ecam()]);
         assert_eq!(
             in_bios_area,
             vec![
                 entry(0, 0xA_0000, E820_RAM),
-                entry(0xE_0000, 0x1_0000, E820_RESERVED)
+                entry(0xE_0000, 0x1_0000, E820_RESERVED),
+                ecam(),
             ]
         );
         assert_eq!(
             exactly_1mib,
             vec![
                 entry(0, 0xA_0000, E820_RAM),
-                entry(0xE_0000, 0x2_0000, E820_RESERVED)
+                entry(0xE_0000, 0x2_0000, E820_RESERVED),
+                ecam(),
             ]
         );
-        assert!(e820_map(0).is_empty());
+        assert_eq!(e820_map(0), vec![ecam()]);
     }
 
     #[test]

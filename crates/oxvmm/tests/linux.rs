@@ -546,6 +546,7 @@ fn e820_lines_use_inclusive_ends_and_linux_type_names() {
             "[mem 0x0000000000000000-0x000000000009ffff] usable",
             "[mem 0x00000000000e0000-0x00000000000fffff] reserved",
             "[mem 0x0000000000100000-0x00000000bfffffff] usable",
+            "[mem 0x00000000e0000000-0x00000000efffffff] reserved",
             "[mem 0x0000000100000000-0x000000011fffffff] usable",
         ]
     );
@@ -561,6 +562,7 @@ fn pvh_map_gains_linux_isa_reservation_merged_with_the_bios_area() {
             "[mem 0x0000000000000000-0x000000000009ffff] usable",
             "[mem 0x00000000000a0000-0x00000000000fffff] reserved",
             "[mem 0x0000000000100000-0x000000001fffffff] usable",
+            "[mem 0x00000000e0000000-0x00000000efffffff] reserved",
         ]
     );
 }

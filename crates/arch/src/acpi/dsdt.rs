@@ -1,7 +1,8 @@
 //! The DSDT: `\_S5` and the devices a guest cannot discover by itself.
 
 use acpi_tables::aml::{
-    self, Device, EISAName, IO, Interrupt, Name, Package, Path, ResourceTemplate,
+    self, AddressSpace, AddressSpaceCacheable, Device, EISAName, IO, Interrupt, Memory32Fixed,
+    Name, Package, Path, ResourceTemplate,
 };
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
@@ -9,7 +10,7 @@ use acpi_tables::{Aml, AmlSink};
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::layout::{
     CMOS_IRQ, CMOS_LEN, CMOS_PORT, COM1_IRQ, COM1_LEN, COM1_PORT, I8042_COMMAND_PORT, I8042_IRQ,
-    I8042_PORT,
+    I8042_PORT, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
 };
 
 /// DSDT revision 2: AML integers are 64-bit.
@@ -104,12 +105,57 @@ fn processor_device(index: u8) -> Raw {
     serialize(&Device::new(Path::new(&name), vec![&hid, &uid]))
 }
 
+/// `Device (PCI0)`: the PCI Express root (ECAM in the MCFG), decoding bus numbers 0–255, the
+/// configuration ports, the I/O ports around them and the 32-bit MMIO window; and a
+/// motherboard-resource device reserving the ECAM window, as Linux checks for one.
+fn pci_root() -> Raw {
+    let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0A08"));
+    let cid = Name::new(Path::new("_CID"), &EISAName::new("PNP0A03"));
+    let adr = Name::new(Path::new("_ADR"), &aml::ZERO);
+    let seg = Name::new(Path::new("_SEG"), &aml::ZERO);
+    let uid = Name::new(Path::new("_UID"), &aml::ZERO);
+    let bbn = Name::new(Path::new("_BBN"), &aml::ZERO);
+    let last_bus = (PCI_ECAM_SIZE >> 20) - 1;
+    let buses = AddressSpace::<u16>::new_bus_number(0, last_bus as u16);
+    let config_ports = IO::new(0xCF8, 0xCF8, 1, 8);
+    let io_low = AddressSpace::<u16>::new_io(0x0000, 0x0CF7, None);
+    let io_high = AddressSpace::<u16>::new_io(0x0D00, 0xFFFF, None);
+    let mmio = AddressSpace::<u32>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO32_START as u32,
+        (PCI_MMIO32_START + PCI_MMIO32_SIZE - 1) as u32,
+        None,
+    );
+    let crs = Name::new(
+        Path::new("_CRS"),
+        &ResourceTemplate::new(vec![&buses, &config_ports, &io_low, &io_high, &mmio]),
+    );
+    let root = serialize(&Device::new(
+        Path::new("PCI0"),
+        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs],
+    ));
+    let ecam = Memory32Fixed::new(false, PCI_ECAM_START as u32, PCI_ECAM_SIZE as u32);
+    let reserved = serialize(&Device::new(
+        Path::new("MRES"),
+        vec![
+            &Name::new(Path::new("_HID"), &EISAName::new("PNP0C02")),
+            &Name::new(Path::new("_UID"), &aml::ONE),
+            &Name::new(Path::new("_CRS"), &ResourceTemplate::new(vec![&ecam])),
+        ],
+    ));
+    let mut bytes = root.0;
+    bytes.extend_from_slice(&reserved.0);
+    Raw(bytes)
+}
+
 /// The DSDT of a machine with `vcpu_count` vCPUs.
 pub(super) fn dsdt(vcpu_count: u8) -> Vec<u8> {
     let devices: Vec<Raw> = [&COM1, &RTC, &KEYBOARD]
         .iter()
         .map(|d| d.to_aml())
         .chain((0..vcpu_count).map(processor_device))
+        .chain(std::iter::once(pci_root()))
         .collect();
     let mut sb_children = Vec::new();
     for device in &devices {

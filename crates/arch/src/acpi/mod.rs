@@ -1,8 +1,8 @@
 //! ACPI tables, written at [`RSDP`] (0xE0000) upward and ending below 1 MiB.
 //!
-//! RSDP (revision 2) → XSDT → FADT and MADT; the FADT points at the FACS and the DSDT.
-//! See `fadt.rs`, `madt.rs` and `dsdt.rs` for what each declares. There is no MCFG yet:
-//! PCI ECAM will add one (and a PCI host bridge in the DSDT) next to these.
+//! RSDP (revision 2) → XSDT → FADT, MADT and MCFG; the FADT points at the FACS and the DSDT.
+//! See `fadt.rs`, `madt.rs` and `dsdt.rs` for what each declares; the MCFG gives the PCI
+//! Express ECAM window of segment 0 (the DSDT's `PCI0`).
 
 mod dsdt;
 mod fadt;
@@ -10,11 +10,12 @@ mod madt;
 
 use acpi_tables::Aml;
 use acpi_tables::facs::FACS;
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::xsdt::XSDT;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 
-use crate::layout::{ACPI_TABLES_END, RSDP};
+use crate::layout::{ACPI_TABLES_END, PCI_ECAM_SIZE, PCI_ECAM_START, RSDP};
 
 const OEM_ID: [u8; 6] = *b"OXVIRT";
 const OEM_TABLE_ID: [u8; 8] = *b"OXVMM   ";
@@ -113,7 +114,7 @@ fn add_table<M: GuestMemory + ?Sized>(
     Ok(addr)
 }
 
-/// Writes RSDP, XSDT, FADT, FACS, DSDT and MADT for `cfg` into guest memory and returns the
+/// Writes RSDP, XSDT, FADT, FACS, DSDT, MADT and MCFG for `cfg` into guest memory and returns the
 /// RSDP's address (for the zero page's `acpi_rsdp_addr` or PVH's `rsdp_paddr`).
 pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
     mem: &M,
@@ -149,9 +150,14 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
         &madt::madt(cfg.vcpu_count),
         TABLE_ALIGN,
     )?;
+    let mut mcfg = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    let last_bus = ((PCI_ECAM_SIZE >> 20) - 1) as u8;
+    mcfg.add_ecam(PCI_ECAM_START, 0, 0, last_bus);
+    let mcfg = add_table(mem, &mut placer, "MCFG", &bytes_of(&mcfg), TABLE_ALIGN)?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     xsdt.add_entry(fadt);
     xsdt.add_entry(madt);
+    xsdt.add_entry(mcfg);
     let xsdt = add_table(mem, &mut placer, "XSDT", &bytes_of(&xsdt), TABLE_ALIGN)?;
     write_table(mem, "RSDP", RSDP, &bytes_of(&Rsdp::new(OEM_ID, xsdt)))?;
     Ok(GuestAddress(RSDP))

@@ -107,7 +107,7 @@ fn every_checksum_is_valid() {
 }
 
 #[test]
-fn xsdt_lists_fadt_and_madt_and_everything_fits_below_1mib() {
+fn xsdt_lists_fadt_madt_and_mcfg_and_everything_fits_below_1mib() {
     let (mem, t) = build(2);
 
     let entries: Vec<u64> = (36..t.xsdt.len())
@@ -115,9 +115,17 @@ fn xsdt_lists_fadt_and_madt_and_everything_fits_below_1mib() {
         .map(|o| u64_at(&t.xsdt, o))
         .collect();
 
-    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.len(), 3);
     let signatures: Vec<Vec<u8>> = entries.iter().map(|&a| read_bytes(&mem, a, 4)).collect();
-    assert_eq!(signatures, vec![b"FACP".to_vec(), b"APIC".to_vec()]);
+    assert_eq!(
+        signatures,
+        vec![b"FACP".to_vec(), b"APIC".to_vec(), b"MCFG".to_vec()]
+    );
+    // MCFG: one allocation, ECAM base, segment 0, buses 0..=255.
+    let mcfg = table(&mem, entries[2]);
+    assert_eq!(u64_at(&mcfg, 44), 0xE000_0000);
+    assert_eq!(u16_at(&mcfg, 52), 0);
+    assert_eq!((mcfg[54], mcfg[55]), (0, 255));
     for &addr in &entries {
         assert!(addr > 0xE_0000 && addr + table(&mem, addr).len() as u64 <= 0x10_0000);
     }

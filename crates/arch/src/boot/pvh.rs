@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(info.version, 1);
         assert_eq!(info.cmdline_paddr, 0x2_0000);
         assert_eq!(info.rsdp_paddr, 0xE_0000);
-        assert_eq!((info.memmap_paddr, info.memmap_entries), (0x6040, 4));
+        assert_eq!((info.memmap_paddr, info.memmap_entries), (0x6040, 5));
         assert_eq!((info.nr_modules, info.modlist_paddr), (0, 0));
     }
 
@@ -128,7 +128,7 @@ mod tests {
 
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO)).unwrap();
         assert_eq!(info.nr_modules, 1);
-        assert_eq!(info.modlist_paddr, 0x6040 + 3 * 24);
+        assert_eq!(info.modlist_paddr, 0x6040 + 4 * 24);
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(info.modlist_paddr)).unwrap();
         assert_eq!(
             (module.paddr, module.size, module.cmdline_paddr),

@@ -200,7 +200,7 @@ mod tests {
         write_linux_zero_page(&mem, &elf_config(&e820)).unwrap();
 
         let p = read_params(&mem);
-        assert_eq!({ p.e820_entries }, 4);
+        assert_eq!({ p.e820_entries }, 5);
         let table = { p.e820_table };
         for (got, want) in table.iter().zip(&e820) {
             assert_eq!(
@@ -208,7 +208,7 @@ mod tests {
                 (want.addr, want.size, want.kind)
             );
         }
-        assert_eq!({ table[4].size }, 0);
+        assert_eq!({ table[5].size }, 0);
     }
 
     #[test]
