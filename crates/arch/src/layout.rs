@@ -55,6 +55,11 @@ pub const RAM_ABOVE_4G_START: u64 = MMIO_HOLE_END;
 pub const PCI_MMIO32_START: u64 = 0xC000_0000;
 /// Size of the PCI 32-bit BAR window (512 MiB).
 pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
+/// PCI configuration ports: CONFIG_ADDRESS at 0xCF8, the PIIX reset register at 0xCF9,
+/// CONFIG_DATA at 0xCFC–0xCFF.
+pub const PCI_CONFIG_PORT: u64 = 0xCF8;
+/// Number of PCI configuration ports.
+pub const PCI_CONFIG_PORT_LEN: u64 = 8;
 /// PCI Express ECAM (configuration space) window.
 pub const PCI_ECAM_START: u64 = 0xE000_0000;
 /// Size of the ECAM window: 256 MiB, buses 0–255.

@@ -6,7 +6,9 @@
 //!   [`MsiSink`], [`PowerEvents`], [`WallClock`], [`MonotonicClock`]);
 //! - the legacy platform devices described in `docs/platform.md`: the COM1 16550
 //!   ([`serial`]), the i8042 keyboard controller ([`i8042`]), the CMOS RTC and NVRAM
-//!   ([`cmos`]), ACPI fixed hardware ([`acpi_pm`]) and the userspace IOAPIC ([`ioapic`]).
+//!   ([`cmos`]), ACPI fixed hardware ([`acpi_pm`]) and the userspace IOAPIC ([`ioapic`]);
+//! - conventional PCI on bus 0 ([`pci`]): configuration space, BARs, MSI-X, the i440FX
+//!   host bridge, configuration access (ports 0xCF8–0xCFF, ECAM) and the PCI MMIO windows.
 //!
 //! What it must not do: depend on KVM or any hypervisor crate, open devices, spawn threads or
 //! read the clock except through the traits above. Devices are inserted into a [`Bus`] at the
@@ -29,6 +31,7 @@ pub mod bus;
 pub mod cmos;
 pub mod i8042;
 pub mod ioapic;
+pub mod pci;
 pub mod serial;
 mod traits;
 

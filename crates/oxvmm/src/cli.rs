@@ -55,6 +55,9 @@ pub struct Args {
     /// Boot the demo guest built into oxvmm (honours --cpus and --memory).
     #[arg(long)]
     demo: bool,
+    /// Add a virtio-rng device: `--rng` (entropy from /dev/urandom) or `--rng src=PATH`.
+    #[arg(long, value_name = "src=PATH", num_args = 0..=1, default_missing_value = "")]
+    rng: Option<String>,
     /// Serve the control API (HTTP/1.1 + JSON) on this Unix socket.
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
@@ -110,6 +113,7 @@ fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
         ("--boot-protocol", args.boot_protocol.is_some()),
         ("--config", args.config.is_some()),
         ("--demo", args.demo),
+        ("--rng", args.rng.is_some()),
     ];
     given
         .into_iter()
@@ -154,6 +158,7 @@ pub fn build_config(args: &Args) -> anyhow::Result<VmConfig> {
                 memory: MemoryConfig::default(),
                 serial: SerialConfig::default(),
                 on_reboot: OnReboot::default(),
+                rng: None,
             }
         }
     };
@@ -193,6 +198,9 @@ fn apply_overrides(args: &Args, config: &mut VmConfig) -> anyhow::Result<()> {
     }
     if let Some(on_reboot) = &args.on_reboot {
         config.on_reboot = on_reboot.parse().map_err(|e| anyhow!("--on-reboot {e}"))?;
+    }
+    if let Some(rng) = &args.rng {
+        config.rng = Some(rng.parse().map_err(|e| anyhow!("--rng {e}"))?);
     }
     if let Some(features) = &args.cpu_features {
         config.cpus.features = features.clone();

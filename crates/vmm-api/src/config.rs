@@ -33,6 +33,51 @@ pub struct VmConfig {
     /// What a guest reset does.
     #[serde(default)]
     pub on_reboot: OnReboot,
+    /// A virtio-rng device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<RngConfig>,
+}
+
+/// The virtio-rng device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RngConfig {
+    /// Where the entropy comes from.
+    #[serde(default = "default_rng_source")]
+    pub src: PathBuf,
+}
+
+fn default_rng_source() -> PathBuf {
+    PathBuf::from("/dev/urandom")
+}
+
+impl Default for RngConfig {
+    fn default() -> Self {
+        RngConfig {
+            src: default_rng_source(),
+        }
+    }
+}
+
+impl FromStr for RngConfig {
+    type Err = ParseError;
+
+    /// `""` (the default source) or `src=PATH`.
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let mut config = RngConfig::default();
+        for item in text.split(',').filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some(("src", path)) if !path.is_empty() => config.src = PathBuf::from(path),
+                _ => {
+                    return Err(ParseError::new(
+                        text,
+                        format!("unknown item {item:?} (expected src=PATH)"),
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// The kernel, initrd and command line.
@@ -268,6 +313,17 @@ mod tests {
         );
         assert!(parse_memory_mib("99999999999999999999").is_err());
         assert!(parse_memory_mib("99999999999T").is_err());
+    }
+
+    #[test]
+    fn rng_options_parse() {
+        assert_eq!("".parse(), Ok(RngConfig::default()));
+        assert_eq!(
+            "src=/dev/random".parse::<RngConfig>().map(|r| r.src),
+            Ok(PathBuf::from("/dev/random"))
+        );
+        assert!("source=/x".parse::<RngConfig>().is_err());
+        assert!("src=".parse::<RngConfig>().is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod tests {
 
     use super::OPENAPI_JSON;
     use crate::config::{BootProtocol, CpusConfig, MemoryConfig, OnReboot, PayloadConfig};
-    use crate::config::{SerialConfig, VmConfig};
+    use crate::config::{RngConfig, SerialConfig, VmConfig};
     use crate::routes::ROUTES;
     use crate::types::*;
 
@@ -68,6 +68,7 @@ mod tests {
             memory: MemoryConfig { size_mib: 64 },
             serial: SerialConfig::Off,
             on_reboot: OnReboot::Exit,
+            rng: Some(RngConfig::default()),
         }
     }
 

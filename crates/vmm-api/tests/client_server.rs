@@ -37,6 +37,7 @@ fn config() -> VmConfig {
         memory: MemoryConfig { size_mib: 64 },
         serial: Default::default(),
         on_reboot: Default::default(),
+        rng: None,
     }
 }
 

@@ -15,10 +15,12 @@ use devices::ioapic::{Ioapic, IoapicState};
 use devices::serial::{Serial, SerialState};
 use devices::{MsiMessage, MsiSink, PowerEvents, SystemWallClock};
 use serde::{Deserialize, Serialize};
+use vm_memory::GuestMemoryMmap;
 
 use crate::config::{SerialConfig, VmConfig};
 use crate::counters::{Counted, VmCounters};
 use crate::error::VmmError;
+use crate::pci_devices::{PciContext, PciDevices, PciState};
 
 /// Delivers IOAPIC messages to whichever KVM VM is current (a reboot creates a new one), and
 /// mirrors each pin's message as a KVM GSI route so KVM reports level-triggered EOIs.
@@ -83,6 +85,7 @@ pub struct DevicesState {
     cmos: CmosState,
     acpi_pm: AcpiPmState,
     ioapic: IoapicState,
+    pci: PciState,
 }
 
 fn locked<T>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,6 +106,8 @@ pub struct DeviceManager {
     i8042: Arc<Mutex<I8042>>,
     cmos: Arc<Mutex<Cmos>>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
+    /// The PCI root complex and its devices.
+    pub pci: PciDevices,
 }
 
 fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmError> {
@@ -154,6 +159,7 @@ impl DeviceManager {
         config: &VmConfig,
         power: Arc<dyn PowerEvents>,
         counters: &VmCounters,
+        memory: &GuestMemoryMmap,
     ) -> Result<Self, VmmError> {
         let msi = Arc::new(MsiRouter::default());
         let ioapic = Arc::new(Mutex::new(Ioapic::new(msi.clone())));
@@ -172,9 +178,18 @@ impl DeviceManager {
         cmos.set_cpu_count(config.cpus.count);
         let cmos = Arc::new(Mutex::new(cmos));
         let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(
-            power,
+            power.clone(),
             Ioapic::pin(&ioapic, layout::ACPI_SCI_IRQ),
         )));
+        let pci = PciDevices::new(
+            config,
+            PciContext {
+                memory,
+                msi: msi.clone(),
+                ioapic: &ioapic,
+                power,
+            },
+        )?;
 
         let mut pio = Bus::new();
         insert(
@@ -191,6 +206,18 @@ impl DeviceManager {
         let mut mmio = Bus::new();
         let ioapic_range = (layout::IOAPIC_START, layout::IOAPIC_SIZE);
         insert(&mut mmio, counters, &ioapic, ioapic_range, "ioapic")?;
+        let config_ports = (layout::PCI_CONFIG_PORT, layout::PCI_CONFIG_PORT_LEN);
+        insert(
+            &mut pio,
+            counters,
+            &pci.config_io,
+            config_ports,
+            "pci-config",
+        )?;
+        let ecam = (layout::PCI_ECAM_START, layout::PCI_ECAM_SIZE);
+        insert(&mut mmio, counters, &pci.config_mmio, ecam, "pci-ecam")?;
+        let window = (layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE);
+        insert(&mut mmio, counters, &pci.window, window, "pci-mmio")?;
         Ok(DeviceManager {
             pio,
             mmio,
@@ -200,6 +227,7 @@ impl DeviceManager {
             i8042,
             cmos,
             acpi_pm,
+            pci,
         })
     }
 
@@ -220,6 +248,7 @@ impl DeviceManager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .reset();
+        self.pci.reset();
     }
 
     /// Connects the devices to a freshly created KVM VM (after a reboot, a new one).
@@ -247,6 +276,7 @@ impl DeviceManager {
             cmos: locked(&self.cmos).state(),
             acpi_pm: locked(&self.acpi_pm).state(),
             ioapic: locked(&self.ioapic).state(),
+            pci: self.pci.save_state(),
         }
     }
 
@@ -273,7 +303,7 @@ impl DeviceManager {
         locked(&self.ioapic)
             .restore(&state.ioapic)
             .map_err(|e| failed("ioapic")(&e))?;
-        Ok(())
+        self.pci.restore_state(&state.pci)
     }
 
     /// Presses the ACPI power button (the guest decides what to do).

@@ -180,6 +180,7 @@ mod tests {
             memory: crate::config::MemoryConfig { size_mib: mib },
             serial: SerialConfig::Off,
             on_reboot: OnReboot::Restart,
+            rng: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod events;
 mod host;
 mod loader;
 mod memory;
+mod pci_devices;
 mod vcpu;
 mod vcpu_control;
 mod vm;

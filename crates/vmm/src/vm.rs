@@ -97,7 +97,12 @@ impl Machine {
         let host_cpu = HostCpuQuery::start(hypervisor.clone());
         let latch = Arc::new(StopLatch::new().map_err(|e| VmmError::Runtime(e.to_string()))?);
         let counters = Arc::new(VmCounters::default());
-        let devices = Arc::new(DeviceManager::new(&config, latch.clone(), &counters)?);
+        let devices = Arc::new(DeviceManager::new(
+            &config,
+            latch.clone(),
+            &counters,
+            &memory,
+        )?);
         hypervisor::install_kick_signal_handler()?;
         Ok(Machine {
             hypervisor,

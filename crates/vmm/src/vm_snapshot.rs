@@ -67,6 +67,13 @@ fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
 impl Machine {
     /// Takes a snapshot; a running VM is paused for it and resumed afterwards.
     pub(crate) fn snapshot(&mut self, boot: &Boot, request: &SnapshotRequest) -> ApiReply {
+        if self.devices.pci.virtio_devices > 0 {
+            return Err(api_error(
+                400,
+                "not supported: snapshots of a VM with virtio devices (--rng): their state \
+                 cannot be saved yet",
+            ));
+        }
         let started = Instant::now();
         let was_running = !boot.threads.is_paused();
         if was_running {

@@ -1,0 +1,115 @@
+//! The interface between a virtio device model and its transport.
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+
+use crate::VirtioMemory;
+
+/// How a device interrupts the driver, whatever the transport (MSI-X vectors or INTx and
+/// the ISR register on PCI).
+pub trait VirtioInterrupt: Send + Sync {
+    /// Used buffer notification for queue `queue`.
+    fn signal_queue(&self, queue: u16);
+
+    /// Configuration change notification (the device's configuration space changed, or it
+    /// set `DEVICE_NEEDS_RESET`).
+    fn signal_config(&self);
+}
+
+/// Why a device refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver did not enable a queue the device needs.
+    #[error("queue {index} is required but the driver did not enable it")]
+    QueueNotEnabled {
+        /// The queue index.
+        index: usize,
+    },
+    /// The transport handed over a different number of queues than the device has.
+    #[error("{given} queues given, the device has {expected}")]
+    QueueCount {
+        /// Queues the device has.
+        expected: usize,
+        /// Queues it was given.
+        given: usize,
+    },
+}
+
+/// Why a device could not process a queue; the transport then sets `DEVICE_NEEDS_RESET`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The device has no queue with this index.
+    #[error("queue {index} does not exist")]
+    NoSuchQueue {
+        /// The index the driver notified.
+        index: u16,
+    },
+    /// A notification arrived before activation.
+    #[error("queue {index} notified before the device was activated")]
+    NotActivated {
+        /// The queue index.
+        index: u16,
+    },
+    /// The ring itself is broken (avail index out of range, ring outside guest memory…).
+    #[error("queue {index}: {source}")]
+    Queue {
+        /// The queue index.
+        index: u16,
+        /// What virtio-queue reported.
+        #[source]
+        source: virtio_queue::Error,
+    },
+}
+
+/// A virtio device model: what the transport needs from it.
+///
+/// Lifecycle: the transport offers [`VirtioDevice::features`], tells the device what the
+/// driver accepted ([`VirtioDevice::ack_features`]), hands over the queues the driver set
+/// up at `DRIVER_OK` ([`VirtioDevice::activate`]), forwards queue notifications
+/// ([`VirtioDevice::process_queue`]) and finally resets it ([`VirtioDevice::reset`]),
+/// after which the cycle can start again.
+pub trait VirtioDevice: Send {
+    /// The virtio device type ([`crate::device_type`]).
+    fn device_type(&self) -> u32;
+
+    /// The maximum size of each queue (powers of two); their number is the queue count.
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// The feature bits the device offers, [`crate::features::VERSION_1`] included.
+    fn features(&self) -> u64;
+
+    /// The features the driver accepted (a subset of [`VirtioDevice::features`] with
+    /// `VERSION_1`), at `FEATURES_OK`.
+    fn ack_features(&mut self, features: u64) {
+        let _ = features;
+    }
+
+    /// Reads the device-specific configuration space at `offset`. Bytes past its end read
+    /// as 0; the offset and length come from the guest.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let _ = offset;
+        data.fill(0);
+    }
+
+    /// Writes the device-specific configuration space at `offset` (ignored by default).
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = (offset, data);
+    }
+
+    /// Starts the device with one queue per entry of [`VirtioDevice::queue_max_sizes`]
+    /// (those the driver left disabled are not ready), the negotiated ring features already
+    /// applied to them.
+    fn activate(
+        &mut self,
+        mem: VirtioMemory,
+        queues: Vec<Queue>,
+        interrupt: Arc<dyn VirtioInterrupt>,
+    ) -> Result<(), ActivateError>;
+
+    /// Processes what the driver made available on queue `index`.
+    fn process_queue(&mut self, index: u16) -> Result<(), DeviceError>;
+
+    /// Stops the device and drops its queues: back to the state before activation.
+    fn reset(&mut self);
+}

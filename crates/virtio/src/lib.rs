@@ -1,0 +1,90 @@
+//! virtio 1.x devices and their modern PCI transport.
+//!
+//! This crate owns:
+//! - [`VirtioDevice`]: what a device model implements (type, features, configuration space,
+//!   activation with its queues, queue notifications, reset), and [`VirtioInterrupt`], how
+//!   it interrupts the driver without knowing the transport;
+//! - [`pci::VirtioPciDevice`]: the virtio 1.2 modern PCI transport (no legacy interface),
+//!   a [`devices::pci::PciDevice`] with the common, notify, ISR, device and PCI-access
+//!   capabilities, MSI-X with INTx fallback, feature negotiation and the status machine;
+//! - [`chain`]: the checks every device applies to a guest's descriptor chain;
+//! - the devices: [`rng::Rng`] (virtio-rng) so far; blk, net, vsock, balloon and console
+//!   come next, on the same traits.
+//!
+//! Rings are handled by `virtio-queue` (split virtqueues, `EVENT_IDX`, indirect
+//! descriptors); guest memory is `vm-memory`'s, accessed only through its checked calls.
+//!
+//! What it must not do: depend on KVM, the `hypervisor` or `vmm` crates, or do I/O except
+//! through what the VMM hands a device (a `Read` for virtio-rng). Everything is synchronous
+//! for now: the VMM calls [`pci::VirtioPciDevice`]'s BAR handlers from the vCPU thread and a
+//! notify write processes the queue there. Every guest-provided index, length, address and
+//! flag is untrusted: malformed descriptor chains are refused (used with 0 bytes, skipped,
+//! or the device is marked `DEVICE_NEEDS_RESET`), never a panic or an access outside guest
+//! memory.
+
+pub mod chain;
+mod device;
+pub mod pci;
+pub mod rng;
+
+#[cfg(test)]
+mod test_utils;
+
+#[cfg(test)]
+mod random_tests;
+
+pub use device::{ActivateError, DeviceError, VirtioDevice, VirtioInterrupt};
+
+/// The guest memory devices access. Kept in one place so that switching to a dirty-tracking
+/// bitmap (for live migration) is one line.
+pub type VirtioMemory = vm_memory::GuestMemoryMmap;
+
+/// Device types (virtio 1.2, 5).
+pub mod device_type {
+    /// Network card.
+    pub const NET: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+    /// Block device.
+    pub const BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+    /// Console.
+    pub const CONSOLE: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
+    /// Entropy source.
+    pub const RNG: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
+    /// Traditional memory balloon.
+    pub const BALLOON: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
+    /// Socket device.
+    pub const VSOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+}
+
+/// Feature bits every device may offer (virtio 1.2, 6).
+pub mod features {
+    use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+
+    /// The device complies with virtio 1.x (required by the modern transport).
+    pub const VERSION_1: u64 = 1 << VIRTIO_F_VERSION_1;
+    /// Descriptors may point to indirect descriptor tables.
+    pub const RING_INDIRECT_DESC: u64 = 1 << VIRTIO_RING_F_INDIRECT_DESC;
+    /// `used_event` / `avail_event` notification suppression.
+    pub const RING_EVENT_IDX: u64 = 1 << VIRTIO_RING_F_EVENT_IDX;
+    /// What every device here offers: virtio 1.x with the ring features virtio-queue
+    /// implements.
+    pub const COMMON: u64 = VERSION_1 | RING_INDIRECT_DESC | RING_EVENT_IDX;
+}
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    use virtio_bindings::virtio_config as config;
+
+    /// The guest found the device.
+    pub const ACKNOWLEDGE: u8 = config::VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
+    /// The guest has a driver for it.
+    pub const DRIVER: u8 = config::VIRTIO_CONFIG_S_DRIVER as u8;
+    /// The driver is set up and ready to drive the device.
+    pub const DRIVER_OK: u8 = config::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = config::VIRTIO_CONFIG_S_FEATURES_OK as u8;
+    /// The device hit an error it cannot recover from until reset.
+    pub const DEVICE_NEEDS_RESET: u8 = config::VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+    /// The driver gave up on the device.
+    pub const FAILED: u8 = config::VIRTIO_CONFIG_S_FAILED as u8;
+}

@@ -1,0 +1,165 @@
+//! The PCI side of the machine: the root complex with its host bridge, the virtio devices the
+//! configuration asks for, and the bus devices that give the guest access to them
+//! (configuration ports 0xCF8–0xCFF, ECAM, and the 32-bit MMIO window where BARs live).
+
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use arch::layout;
+use devices::bus::BusRange;
+use devices::ioapic::Ioapic;
+use devices::pci::{
+    PciConfigIo, PciConfigIoState, PciConfigMmio, PciMmioWindow, PciRoot, PciRootState, PciWindows,
+    SharedPciDevice,
+};
+use devices::{MsiSink, PowerEvents};
+use serde::{Deserialize, Serialize};
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::VmConfig;
+use crate::error::VmmError;
+
+/// IOAPIC pins for the INTx lines of PCI devices: pin 16 + the device's index (PCI devices
+/// use MSI-X; INTx is the fallback of the virtio transport).
+const FIRST_PCI_INTX_PIN: u32 = 16;
+const PCI_INTX_PINS: u32 = 8;
+
+/// The PCI devices of a machine and their bus-side access points.
+pub struct PciDevices {
+    /// The root complex.
+    pub root: Arc<Mutex<PciRoot>>,
+    /// Configuration ports (CONFIG_ADDRESS latch and the 0xCF9 reset register).
+    pub config_io: Arc<Mutex<PciConfigIo>>,
+    /// ECAM.
+    pub config_mmio: Arc<Mutex<PciConfigMmio>>,
+    /// The 32-bit BAR window.
+    pub window: Arc<Mutex<PciMmioWindow>>,
+    /// How many virtio devices there are (their state is not saved in snapshots yet).
+    pub virtio_devices: usize,
+}
+
+/// The PCI state a snapshot keeps.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PciState {
+    root: PciRootState,
+    config_io: PciConfigIoState,
+}
+
+/// What PCI devices need from the rest of the machine.
+pub struct PciContext<'a> {
+    /// Guest memory, for virtio queues.
+    pub memory: &'a GuestMemoryMmap,
+    /// Where MSI-X messages go.
+    pub msi: Arc<dyn MsiSink>,
+    /// For INTx lines.
+    pub ioapic: &'a Arc<Mutex<Ioapic>>,
+    /// For the 0xCF9 reset register.
+    pub power: Arc<dyn PowerEvents>,
+}
+
+fn virtio_devices(
+    config: &VmConfig,
+    context: &PciContext<'_>,
+) -> Result<Vec<SharedPciDevice>, VmmError> {
+    let mut devices: Vec<SharedPciDevice> = Vec::new();
+    let intx = |index: usize| {
+        let pin = FIRST_PCI_INTX_PIN + (index as u32 % PCI_INTX_PINS);
+        Ioapic::pin(context.ioapic, pin)
+    };
+    if let Some(rng) = &config.rng {
+        let source = File::open(&rng.src).map_err(|e| VmmError::InvalidOption {
+            option: "--rng",
+            value: format!("src={}", rng.src.display()),
+            problem: format!("cannot open: {e}"),
+        })?;
+        let device = virtio::pci::VirtioPciDevice::new(
+            virtio::rng::Rng::new(Box::new(source)),
+            context.memory.clone(),
+            context.msi.clone(),
+            intx(devices.len()),
+        )
+        .map_err(|e| VmmError::Device {
+            device: "virtio-rng",
+            problem: e.to_string(),
+        })?;
+        devices.push(Arc::new(Mutex::new(device)));
+    }
+    Ok(devices)
+}
+
+fn pci_error(error: impl std::fmt::Display) -> VmmError {
+    VmmError::Device {
+        device: "pci",
+        problem: error.to_string(),
+    }
+}
+
+impl PciDevices {
+    /// Builds the root complex with the devices `config` asks for, BARs placed in the window.
+    pub fn new(config: &VmConfig, context: PciContext<'_>) -> Result<Self, VmmError> {
+        let mut root = PciRoot::new();
+        let devices = virtio_devices(config, &context)?;
+        let virtio_devices = devices.len();
+        for device in devices {
+            root.add_device(device).map_err(pci_error)?;
+        }
+        root.allocate_bars(&PciWindows {
+            mmio32: BusRange {
+                base: layout::PCI_MMIO32_START,
+                len: layout::PCI_MMIO32_SIZE,
+            },
+            mmio64: None,
+        })
+        .map_err(pci_error)?;
+        let root = Arc::new(Mutex::new(root));
+        Ok(PciDevices {
+            config_io: Arc::new(Mutex::new(PciConfigIo::with_reset(
+                root.clone(),
+                context.power,
+            ))),
+            config_mmio: Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+            window: Arc::new(Mutex::new(PciMmioWindow::new(
+                root.clone(),
+                layout::PCI_MMIO32_START,
+            ))),
+            root,
+            virtio_devices,
+        })
+    }
+
+    /// Puts the host bridge and every device back in its power-on state.
+    pub fn reset(&self) {
+        self.root.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        self.config_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+    }
+
+    /// The state of the host bridge and the configuration ports.
+    pub fn save_state(&self) -> PciState {
+        PciState {
+            root: self.root.lock().unwrap_or_else(|e| e.into_inner()).state(),
+            config_io: self
+                .config_io
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .state(),
+        }
+    }
+
+    /// Restores what `save_state` returned.
+    pub fn restore_state(&self, state: &PciState) -> Result<(), VmmError> {
+        self.root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(&state.root)
+            .map_err(pci_error)?;
+        self.config_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(&state.config_io)
+            .map_err(pci_error)
+    }
+}
