@@ -3,7 +3,8 @@ use kvm_bindings::{
     kvm_enable_cap, kvm_irq_routing_entry, kvm_irq_routing_msi, kvm_msi,
     kvm_userspace_memory_region,
 };
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::{HypervisorError, Result, vcpu::Vcpu};
 
@@ -162,5 +163,20 @@ impl Vm {
         self.fd
             .set_gsi_routing(&routing)
             .map_err(HypervisorError::ioctl("KVM_SET_GSI_ROUTING"))
+    }
+
+    /// Makes KVM signal `fd` on any guest write to the MMIO address `addr`, instead of exiting
+    /// to userspace (queue notifications).
+    pub fn register_mmio_ioevent(&self, fd: &EventFd, addr: u64) -> Result<()> {
+        self.fd
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(HypervisorError::ioctl("KVM_IOEVENTFD"))
+    }
+
+    /// Undoes `register_mmio_ioevent`.
+    pub fn unregister_mmio_ioevent(&self, fd: &EventFd, addr: u64) -> Result<()> {
+        self.fd
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(HypervisorError::ioctl("KVM_IOEVENTFD (deassign)"))
     }
 }

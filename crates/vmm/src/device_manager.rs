@@ -254,6 +254,7 @@ impl DeviceManager {
     /// Connects the devices to a freshly created KVM VM (after a reboot, a new one).
     pub fn attach_vm(&self, vm: Option<Arc<hypervisor::Vm>>) {
         let attached = vm.is_some();
+        self.pci.ioevents.attach(vm.clone());
         self.msi.attach(vm);
         if attached {
             let routes = self

@@ -162,6 +162,9 @@ impl EventLoop {
                 what: "API",
             })));
         }
+        for subscriber in devices.pci.ioevents.subscribers() {
+            manager.add_subscriber(subscriber);
+        }
         if forward_stdin {
             let forwarder = StdinForwarder::new(devices)
                 .map_err(|e| VmmError::Runtime(format!("cannot create a timer: {e}")))?;

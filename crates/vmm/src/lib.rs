@@ -13,6 +13,7 @@ mod error;
 mod event_loop;
 mod events;
 mod host;
+mod ioevents;
 mod loader;
 mod memory;
 mod pci_devices;

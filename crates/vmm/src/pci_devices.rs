@@ -18,6 +18,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::config::VmConfig;
 use crate::error::VmmError;
+use crate::ioevents::{IoEvents, QueueNotify};
 
 /// IOAPIC pins for the INTx lines of PCI devices: pin 16 + the device's index (PCI devices
 /// use MSI-X; INTx is the fallback of the virtio transport).
@@ -36,6 +37,8 @@ pub struct PciDevices {
     pub window: Arc<Mutex<PciMmioWindow>>,
     /// How many virtio devices there are (their state is not saved in snapshots yet).
     pub virtio_devices: usize,
+    /// The queues' ioeventfds.
+    pub ioevents: Arc<IoEvents>,
 }
 
 /// The PCI state a snapshot keeps.
@@ -58,11 +61,27 @@ pub struct PciContext<'a> {
     pub power: Arc<dyn PowerEvents>,
 }
 
+/// A virtio device as the PCI root sees it and as the ioeventfd plumbing sees it.
+struct VirtioHandles {
+    pci: SharedPciDevice,
+    queues: Arc<Mutex<dyn QueueNotify>>,
+}
+
+fn handles<D: virtio::VirtioDevice + 'static>(
+    device: virtio::pci::VirtioPciDevice<D>,
+) -> VirtioHandles {
+    let device = Arc::new(Mutex::new(device));
+    VirtioHandles {
+        pci: device.clone(),
+        queues: device,
+    }
+}
+
 fn virtio_devices(
     config: &VmConfig,
     context: &PciContext<'_>,
-) -> Result<Vec<SharedPciDevice>, VmmError> {
-    let mut devices: Vec<SharedPciDevice> = Vec::new();
+) -> Result<Vec<VirtioHandles>, VmmError> {
+    let mut devices: Vec<VirtioHandles> = Vec::new();
     let intx = |index: usize| {
         let pin = FIRST_PCI_INTX_PIN + (index as u32 % PCI_INTX_PINS);
         Ioapic::pin(context.ioapic, pin)
@@ -83,7 +102,7 @@ fn virtio_devices(
             device: "virtio-rng",
             problem: e.to_string(),
         })?;
-        devices.push(Arc::new(Mutex::new(device)));
+        devices.push(handles(device));
     }
     Ok(devices)
 }
@@ -101,9 +120,13 @@ impl PciDevices {
         let mut root = PciRoot::new();
         let devices = virtio_devices(config, &context)?;
         let virtio_devices = devices.len();
+        let notifiers: Vec<Arc<Mutex<dyn QueueNotify>>> =
+            devices.iter().map(|d| d.queues.clone()).collect();
+        let ioevents = Arc::new(IoEvents::new(&notifiers).map_err(pci_error)?);
         for device in devices {
-            root.add_device(device).map_err(pci_error)?;
+            root.add_device(device.pci).map_err(pci_error)?;
         }
+        root.set_observer(Some(ioevents.bar_observer()));
         root.allocate_bars(&PciWindows {
             mmio32: BusRange {
                 base: layout::PCI_MMIO32_START,
@@ -125,6 +148,7 @@ impl PciDevices {
             ))),
             root,
             virtio_devices,
+            ioevents,
         })
     }
 

@@ -1,0 +1,199 @@
+//! Queue notifications through ioeventfd: KVM signals an eventfd when the guest writes a virtio
+//! queue's notify address, so the vCPU does not exit to userspace; the event loop then has the
+//! device process the queue.
+//!
+//! Registrations follow the device's BAR: the PCI root reports BAR moves, and every queue's
+//! address is checked again. A new KVM VM (after a reboot) starts with none registered.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, RwLock};
+
+use devices::bus::BusRange;
+use devices::pci::{PciBarObserver, PciDevice};
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use virtio::VirtioDevice;
+use virtio::pci::{NOTIFY_CFG_OFFSET, NOTIFY_OFF_MULTIPLIER, VIRTIO_BAR, VirtioPciDevice};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+/// What the ioeventfd plumbing needs of a virtio PCI device.
+pub trait QueueNotify: Send {
+    /// Number of queues.
+    fn queue_count(&self) -> u16;
+    /// Guest-physical address of queue `queue`'s notify register, if its BAR is placed.
+    fn queue_notify_address(&self, queue: u16) -> Option<u64>;
+    /// Acts as if the guest had written `queue` to its notify register.
+    fn notify_queue(&mut self, queue: u16);
+}
+
+impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
+    fn queue_count(&self) -> u16 {
+        self.device().queue_max_sizes().len() as u16
+    }
+
+    fn queue_notify_address(&self, queue: u16) -> Option<u64> {
+        VirtioPciDevice::queue_notify_address(self, queue)
+    }
+
+    fn notify_queue(&mut self, queue: u16) {
+        let offset = NOTIFY_CFG_OFFSET + u64::from(queue) * u64::from(NOTIFY_OFF_MULTIPLIER);
+        self.bar_write(VIRTIO_BAR, offset, &queue.to_le_bytes());
+    }
+}
+
+/// One queue's eventfd and where it is registered.
+struct QueueEvent {
+    fd: EventFd,
+    device: Arc<Mutex<dyn QueueNotify>>,
+    queue: u16,
+    registered_at: Mutex<Option<u64>>,
+}
+
+/// Every queue's ioeventfd, and the VM they are registered with.
+pub struct IoEvents {
+    queues: Vec<Arc<QueueEvent>>,
+    vm: RwLock<Option<Arc<hypervisor::Vm>>>,
+    /// Written when a BAR moves, so the event loop re-registers.
+    remapped: Arc<EventFd>,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl IoEvents {
+    /// Eventfds for every queue of `devices`.
+    pub fn new(devices: &[Arc<Mutex<dyn QueueNotify>>]) -> std::io::Result<Self> {
+        let mut queues = Vec::new();
+        for device in devices {
+            let count = lock(device).queue_count();
+            for queue in 0..count {
+                queues.push(Arc::new(QueueEvent {
+                    fd: EventFd::new(EFD_NONBLOCK)?,
+                    device: device.clone(),
+                    queue,
+                    registered_at: Mutex::new(None),
+                }));
+            }
+        }
+        Ok(IoEvents {
+            queues,
+            vm: RwLock::new(None),
+            remapped: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+        })
+    }
+
+    /// The observer to give the PCI root.
+    pub fn bar_observer(&self) -> Arc<dyn PciBarObserver> {
+        Arc::new(BarWatcher {
+            remapped: self.remapped.clone(),
+        })
+    }
+
+    /// Registers every queue with `vm` (a new VM has none), or forgets them with `None`.
+    pub fn attach(&self, vm: Option<Arc<hypervisor::Vm>>) {
+        for queue in &self.queues {
+            *lock(&queue.registered_at) = None;
+        }
+        *self.vm.write().unwrap_or_else(|e| e.into_inner()) = vm;
+        self.sync();
+    }
+
+    /// Moves each registration to its queue's current notify address.
+    pub fn sync(&self) {
+        let vm = self.vm.read().unwrap_or_else(|e| e.into_inner());
+        let Some(vm) = vm.as_ref() else { return };
+        for queue in &self.queues {
+            let want = lock(&queue.device).queue_notify_address(queue.queue);
+            let mut at = lock(&queue.registered_at);
+            if *at == want {
+                continue;
+            }
+            if let Some(old) = at.take()
+                && let Err(e) = vm.unregister_mmio_ioevent(&queue.fd, old)
+            {
+                tracing::warn!("queue {}: {e}", queue.queue);
+            }
+            if let Some(addr) = want {
+                match vm.register_mmio_ioevent(&queue.fd, addr) {
+                    Ok(()) => *at = Some(addr),
+                    // The vCPU exit path still handles the notification.
+                    Err(e) => tracing::warn!("queue {} at {addr:#x}: {e}", queue.queue),
+                }
+            }
+        }
+    }
+
+    /// Event-loop subscribers: one per queue, and one for BAR moves.
+    pub fn subscribers(self: &Arc<Self>) -> Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> {
+        let mut subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> = self
+            .queues
+            .iter()
+            .map(|queue| {
+                Arc::new(Mutex::new(QueueSubscriber {
+                    event: queue.clone(),
+                })) as Arc<Mutex<dyn MutEventSubscriber + Send>>
+            })
+            .collect();
+        subscribers.push(Arc::new(Mutex::new(RemapSubscriber {
+            events: self.clone(),
+        })));
+        subscribers
+    }
+}
+
+struct BarWatcher {
+    remapped: Arc<EventFd>,
+}
+
+impl PciBarObserver for BarWatcher {
+    fn bar_remapped(
+        &self,
+        _slot: u8,
+        _index: usize,
+        _old: Option<BusRange>,
+        _new: Option<BusRange>,
+    ) {
+        // Called with the PCI root locked (from a vCPU's config write): only wake the loop.
+        if let Err(e) = self.remapped.write(1) {
+            tracing::warn!("cannot signal a BAR move: {e}");
+        }
+    }
+}
+
+struct QueueSubscriber {
+    event: Arc<QueueEvent>,
+}
+
+impl MutEventSubscriber for QueueSubscriber {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        if self.event.fd.read().is_ok() {
+            tracing::debug!("queue {} notified through its ioeventfd", self.event.queue);
+            lock(&self.event.device).notify_queue(self.event.queue);
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new_raw(self.event.fd.as_raw_fd(), EventSet::IN)) {
+            tracing::error!("cannot watch queue {}'s eventfd: {e:?}", self.event.queue);
+        }
+    }
+}
+
+struct RemapSubscriber {
+    events: Arc<IoEvents>,
+}
+
+impl MutEventSubscriber for RemapSubscriber {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        if self.events.remapped.read().is_ok() {
+            self.events.sync();
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let fd = self.events.remapped.as_raw_fd();
+        if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+            tracing::error!("cannot watch BAR moves: {e:?}");
+        }
+    }
+}
