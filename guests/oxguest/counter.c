@@ -5,13 +5,12 @@
 
 #include "console.h"
 #include "scenarios.h"
+#include "scratch.h"
 #include "usermode.h"
 
 #define MIB 0x100000ULL
 #define PAGE_SIZE 4096ULL
 #define PAGES_PER_MIB (MIB / PAGE_SIZE)
-#define TOUCH_ALIGN 0x200000ULL
-#define MAPPED_LIMIT 0x100000000ULL
 #define LINE_MASK ((1ULL << COUNTER_LINE_SHIFT) - 1)
 #define TOUCH_BYTE 0x5A
 
@@ -33,9 +32,6 @@ enum option {
 	OPTION_SET,
 	OPTION_INVALID,
 };
-
-/* End of the loaded image, .noinit included (linker.ld). */
-extern char __image_end[];
 
 static volatile struct counter_state *state(void)
 {
@@ -78,11 +74,6 @@ static enum option option_mib(const char *cmdline, const char *key, uint64_t *mi
 	}
 }
 
-static bool overlaps(uint64_t a, uint64_t a_end, uint64_t b, uint64_t b_end)
-{
-	return a < b_end && b < a_end;
-}
-
 /* Checks the options and the memory map; fills the state or writes why it cannot run. */
 static bool prepare(const struct boot_info *info, char *why, int why_size)
 {
@@ -103,20 +94,10 @@ static bool prepare(const struct boot_info *info, char *why, int why_size)
 		ksnprintf(why, why_size, "counter page 0x%x is not usable RAM", COUNTER_ADDR);
 		return false;
 	}
-	uint64_t region = ((uintptr_t)__image_end + TOUCH_ALIGN - 1) & ~(TOUCH_ALIGN - 1);
-	uint64_t end = region + touch * MIB;
-	if (touch > 0 && (end > MAPPED_LIMIT || !e820_range_usable(info, region, touch * MIB))) {
-		ksnprintf(why, why_size, "touch=%llu: 0x%llx-0x%llx is not usable RAM below 4 GiB",
-			  (unsigned long long)touch, (unsigned long long)region,
-			  (unsigned long long)end);
-		return false;
-	}
-	uint64_t initrd_end = info->initrd_addr + info->initrd_size;
-	if (touch > 0 && info->initrd_size > 0 &&
-	    overlaps(region, end, info->initrd_addr, initrd_end)) {
-		ksnprintf(why, why_size, "touch=%llu: 0x%llx-0x%llx overlaps the initrd",
-			  (unsigned long long)touch, (unsigned long long)region,
-			  (unsigned long long)end);
+	uint64_t region = 0;
+	char where[96];
+	if (!scratch_region(info, touch * MIB, &region, where, sizeof(where))) {
+		ksnprintf(why, why_size, "touch=%llu: %s", (unsigned long long)touch, where);
 		return false;
 	}
 	volatile struct counter_state *s = state();

@@ -78,6 +78,14 @@ static inline void compiler_barrier(void)
 	__asm__ volatile("" : : : "memory");
 }
 
+/* The time-stamp counter; CPL3 may read it too (CR4.TSD stays clear). */
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
 struct cpuid_regs {
 	uint32_t eax, ebx, ecx, edx;
 };

@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "acpi.h"
+#include "blk_scenarios.h"
 #include "cmos.h"
 #include "console.h"
 #include "counter.h"
@@ -310,6 +311,36 @@ static void run_virtio_rng_scenario(const struct ctx *ctx)
 	run_virtio_rng(ctx->name, pci_scan_flags(ctx));
 }
 
+static void run_blk_info_scenario(const struct ctx *ctx)
+{
+	run_blk_info(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_blk_read_scenario(const struct ctx *ctx)
+{
+	run_blk_read(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_blk_write_scenario(const struct ctx *ctx)
+{
+	run_blk_write(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_blk_ro_scenario(const struct ctx *ctx)
+{
+	run_blk_ro(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_blk_mixed_scenario(const struct ctx *ctx)
+{
+	run_blk_mixed(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_blk_discard_scenario(const struct ctx *ctx)
+{
+	run_blk_discard(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
 static void run_demo(const struct ctx *ctx)
 {
 	const struct smp_result *r = smp_bring_up(ctx->info);
@@ -348,6 +379,12 @@ static const struct scenario scenarios[] = {
 	{"wait-shutdown", run_wait_shutdown, 0},
 	{"pci", run_pci_scenario, 0},
 	{"virtio-rng", run_virtio_rng_scenario, 0},
+	{"blk-info", run_blk_info_scenario, 0},
+	{"blk-read", run_blk_read_scenario, 0},
+	{"blk-write", run_blk_write_scenario, 0},
+	{"blk-ro", run_blk_ro_scenario, 0},
+	{"blk-mixed", run_blk_mixed_scenario, 0},
+	{"blk-discard", run_blk_discard_scenario, 0},
 	{"demo", run_demo, 0},
 };
 

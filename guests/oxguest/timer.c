@@ -12,7 +12,13 @@
  */
 #define STUCK_LIMIT 200000
 
+/* tsc_calibrate() measures the TSC over this many PM timer ticks (10 ms). */
+#define CALIBRATION_TICKS (PM_TIMER_HZ / 100)
+#define US_PER_S 1000000ULL
+
 static bool stuck_reported;
+static bool tsc_calibrated;
+static uint64_t tsc_per_us;
 
 static uint32_t read_timer(void)
 {
@@ -62,4 +68,66 @@ void delay_us(uint32_t microseconds)
 	deadline_start(&d, microseconds);
 	while (!deadline_expired(&d))
 		;
+}
+
+/* PM timer ticks until at least CALIBRATION_TICKS passed; 0 when the timer is stuck. */
+static uint32_t wait_calibration_ticks(void)
+{
+	uint32_t last = read_timer();
+	uint32_t elapsed = 0;
+	uint32_t stuck = 0;
+	while (elapsed < CALIBRATION_TICKS) {
+		uint32_t now = read_timer();
+		if (now == last) {
+			if (++stuck >= STUCK_LIMIT)
+				return 0;
+			continue;
+		}
+		stuck = 0;
+		elapsed += (now - last) & PM_TIMER_MASK;
+		last = now;
+	}
+	return elapsed;
+}
+
+uint64_t tsc_calibrate(void)
+{
+	if (tsc_calibrated)
+		return tsc_per_us;
+	tsc_calibrated = true;
+	if (platform()->pm_timer == 0)
+		return 0;
+	uint64_t start = rdtsc();
+	uint32_t ticks = wait_calibration_ticks();
+	uint64_t tsc = rdtsc() - start;
+	if (ticks == 0)
+		return 0;
+	tsc_per_us = tsc * PM_TIMER_HZ / ((uint64_t)ticks * US_PER_S);
+	return tsc_per_us;
+}
+
+uint64_t tsc_ticks_per_us(void)
+{
+	return tsc_per_us;
+}
+
+void tsc_deadline_start(struct tsc_deadline *d, uint32_t microseconds)
+{
+	d->end = tsc_per_us != 0 ? rdtsc() + microseconds * tsc_per_us : 0;
+	d->polls = (uint64_t)microseconds * TSC_FALLBACK_POLLS_PER_US;
+}
+
+bool tsc_deadline_expired(struct tsc_deadline *d)
+{
+	if (tsc_per_us != 0)
+		return (int64_t)(rdtsc() - d->end) >= 0;
+	if (d->polls == 0)
+		return true;
+	d->polls--;
+	return false;
+}
+
+uint64_t tsc_elapsed_us(uint64_t start, uint64_t end)
+{
+	return tsc_per_us != 0 ? (end - start) / tsc_per_us : 0;
 }

@@ -19,4 +19,26 @@ void deadline_start(struct deadline *d, uint32_t microseconds);
 bool deadline_expired(struct deadline *d);
 void delay_us(uint32_t microseconds);
 
+/*
+ * Deadlines that CPL3 code can use too (the PM timer is a port, which CPL3 cannot read): the
+ * TSC, calibrated once against the PM timer by tsc_calibrate() at CPL0. When there is no PM
+ * timer or the TSC does not count, a deadline counts polls instead (TSC_FALLBACK_POLLS_PER_US
+ * per microsecond: bounded, not accurate).
+ */
+#define TSC_FALLBACK_POLLS_PER_US 16
+
+struct tsc_deadline {
+	uint64_t end;   /* TSC value at which it expires (calibrated TSC) */
+	uint64_t polls; /* polls left (fallback) */
+};
+
+/* CPL0 only. Measures once per boot (~10 ms); returns TSC ticks per microsecond, 0: unusable. */
+uint64_t tsc_calibrate(void);
+/* Any CPL: what tsc_calibrate() found (0 before it ran or when the TSC is unusable). */
+uint64_t tsc_ticks_per_us(void);
+void tsc_deadline_start(struct tsc_deadline *d, uint32_t microseconds);
+bool tsc_deadline_expired(struct tsc_deadline *d);
+/* Microseconds between two TSC readings (0 without a calibrated TSC). */
+uint64_t tsc_elapsed_us(uint64_t start, uint64_t end);
+
 #endif

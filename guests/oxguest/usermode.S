@@ -3,6 +3,7 @@
  * also carry the system calls (ud2 at CPL3, see usermode.h).
  */
 #include "layout.h"
+#include "usermode.h"
 
 /*
  * RFLAGS at CPL3: IOPL 0, IF 0, reserved bit 1. IOPL 3 would not help: KVM hosts that run
@@ -28,6 +29,66 @@ iret_to_user:
 	pushq %rdi
 	iretq
 	.size iret_to_user, . - iret_to_user
+
+/*
+ * uint64_t usermode_run(fn (rdi), arg (rsi), user_rsp (rdx), struct kernel_context *ctx (rcx)):
+ * saves the callee-saved registers and the stack pointer (at the return address) in ctx, then
+ * enters user_call_trampoline at CPL3 with r12 = fn and rdi = arg. It "returns" when
+ * usermode_return() restores ctx.
+ */
+	.globl usermode_run
+	.type usermode_run, @function
+usermode_run:
+	mov %rbx, 0(%rcx)
+	mov %rbp, 8(%rcx)
+	mov %r12, 16(%rcx)
+	mov %r13, 24(%rcx)
+	mov %r14, 32(%rcx)
+	mov %r15, 40(%rcx)
+	mov %rsp, 48(%rcx)
+	mov %rdi, %r12
+	mov %rsi, %rdi
+	pushq $(GDT_USER_DATA | SELECTOR_RPL3)
+	pushq %rdx
+	pushq $USER_RFLAGS
+	pushq $(GDT_USER_CODE64 | SELECTOR_RPL3)
+	lea user_call_trampoline(%rip), %rax
+	pushq %rax
+	iretq
+	.size usermode_run, . - usermode_run
+
+/* At CPL3: calls fn(arg), then SYS_EXIT with its result. */
+user_call_trampoline:
+	call *%r12
+	mov %rax, %rdi
+	mov $SYS_EXIT, %eax
+	ud2
+	/* SYS_EXIT does not come back while a call is active. */
+1:	jmp 1b
+
+/*
+ * _Noreturn void usermode_return(const struct kernel_context *ctx (rdi), uint64_t value (rsi)):
+ * called at CPL0 from the SYS_EXIT handler on the kernel stack. Reloads the kernel data
+ * selectors (the return to CPL3 nulled them), the saved registers and stack, and returns value
+ * from usermode_run.
+ */
+	.globl usermode_return
+	.type usermode_return, @function
+usermode_return:
+	mov $GDT_DATA, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov 0(%rdi), %rbx
+	mov 8(%rdi), %rbp
+	mov 16(%rdi), %r12
+	mov 24(%rdi), %r13
+	mov 32(%rdi), %r14
+	mov 40(%rdi), %r15
+	mov 48(%rdi), %rsp
+	mov %rsi, %rax
+	ret
+	.size usermode_return, . - usermode_return
 
 /*
  * One 16-byte stub per exception vector 0-31 (usermode.c computes the address of stub v as

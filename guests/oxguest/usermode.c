@@ -50,11 +50,26 @@ struct trap_frame {
 	uint64_t rip, cs, rflags, rsp, ss; /* pushed by the CPU */
 };
 
+/* What usermode_run saves and usermode_return restores (offsets fixed in usermode.S). */
+struct kernel_context {
+	uint64_t rbx, rbp, r12, r13, r14, r15, rsp;
+};
+
+struct __attribute__((packed)) descriptor_table_register {
+	uint16_t limit;
+	uint64_t base;
+};
+
 /* boot.S and usermode.S */
 extern uint64_t gdt[];
 extern const uint8_t exception_stubs[];
 extern uint8_t user_stack[], kernel_stack[];
 _Noreturn void iret_to_user(uint64_t rip, uint64_t rsp);
+/* Saves the CPL0 context in ctx and runs fn(arg) at CPL3 on user_rsp; returns SYS_EXIT's value. */
+uint64_t usermode_run(uint64_t (*fn)(void *), void *arg, uint64_t user_rsp,
+		      struct kernel_context *ctx);
+/* Resumes the context usermode_run saved, making it return value. */
+_Noreturn void usermode_return(const struct kernel_context *ctx, uint64_t value);
 
 /* Called from usermode.S only. */
 void exception_dispatch(struct trap_frame *frame);
@@ -62,6 +77,8 @@ void exception_dispatch(struct trap_frame *frame);
 static struct tss64 tss __attribute__((aligned(16)));
 static struct idt_gate idt[EXCEPTION_VECTORS] __attribute__((aligned(16)));
 static const char *owner = "usermode";
+/* The usermode_call() in progress (NULL: none); SYS_EXIT returns to it. */
+static struct kernel_context *active_call;
 
 static const char *const exception_names[EXCEPTION_VECTORS] = {
 	"#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "vector 9", "#TS",
@@ -95,11 +112,22 @@ static uint64_t sys_write(uint64_t buf, uint64_t len)
 	return len;
 }
 
+static uint64_t sys_exit(uint64_t result)
+{
+	struct kernel_context *ctx = active_call;
+	if (ctx == NULL)
+		return (uint64_t)-1;
+	active_call = NULL;
+	usermode_return(ctx, result);
+}
+
 static uint64_t syscall_dispatch(uint64_t number, uint64_t arg0, uint64_t arg1)
 {
 	switch (number) {
 	case SYS_WRITE:
 		return sys_write(arg0, arg1);
+	case SYS_EXIT:
+		return sys_exit(arg0);
 	default:
 		return (uint64_t)-1;
 	}
@@ -162,10 +190,7 @@ static void load_idt(void)
 			.reserved = 0,
 		};
 	}
-	struct __attribute__((packed)) {
-		uint16_t limit;
-		uint64_t base;
-	} idtr = {sizeof(idt) - 1, (uintptr_t)idt};
+	struct descriptor_table_register idtr = {sizeof(idt) - 1, (uintptr_t)idt};
 	__asm__ volatile("lidt %0" : : "m"(idtr) : "memory");
 }
 
@@ -176,4 +201,19 @@ _Noreturn void usermode_enter(const char *name, void (*entry)(void))
 	load_idt();
 	/* Entered by iretq, not call: leave room for the return address the ABI expects. */
 	iret_to_user((uintptr_t)entry, (uintptr_t)(user_stack + USER_STACK_SIZE - 8));
+}
+
+uint64_t usermode_call(const char *name, uint64_t (*fn)(void *arg), void *arg)
+{
+	struct kernel_context ctx;
+	struct descriptor_table_register saved_idtr;
+	__asm__ volatile("sidt %0" : "=m"(saved_idtr));
+	owner = name;
+	load_tss();
+	load_idt();
+	active_call = &ctx;
+	/* The trampoline calls fn with the stack 16-byte aligned, as the ABI wants. */
+	uint64_t result = usermode_run(fn, arg, (uintptr_t)(user_stack + USER_STACK_SIZE), &ctx);
+	__asm__ volatile("lidt %0" : : "m"(saved_idtr) : "memory");
+	return result;
 }

@@ -15,21 +15,38 @@
  * CPL3; exceptions from CPL3 are delivered correctly. Any other exception, or a #UD at CPL0,
  * prints "TEST <owner> FAIL exception <n> (<name>) ..." and powers off.
  *
+ * usermode_call() runs a function at CPL3 and comes back: the function's return is the
+ * system call SYS_EXIT, which resumes the CPL0 caller on its own stack (like longjmp) with
+ * the function's result. The IDT the caller had is put back; the TSS stays loaded.
+ *
  * Only the bootstrap processor enters user mode; APs keep the boot GDT's first four entries.
+ * This header is included from usermode.S too.
  */
 #ifndef OXGUEST_USERMODE_H
 #define OXGUEST_USERMODE_H
 
-#include <stdint.h>
-
 /* rdi = buffer, rsi = length (at most SYS_WRITE_MAX): writes it to the console; rax = bytes. */
 #define SYS_WRITE 1
 #define SYS_WRITE_MAX 256
+/* rdi = result: ends the innermost usermode_call(), which returns rdi. -1 outside one. */
+#define SYS_EXIT 2
+
+#ifndef __ASSEMBLER__
+#include <stdint.h>
 
 /* entry must never return (there is nothing to return to at CPL3). */
 _Noreturn void usermode_enter(const char *owner, void (*entry)(void));
 
+/*
+ * Runs fn(arg) at CPL3 on the user stack and returns its result, back at CPL0. owner names
+ * the scenario in the FAIL line of an exception at CPL3 (which powers off). fn may use what
+ * CPL3 code may use (see above), memory included; it must not call usermode_*() itself.
+ */
+uint64_t usermode_call(const char *owner, uint64_t (*fn)(void *arg), void *arg);
+
 /* For CPL3 code: formats like kprintf (up to SYS_WRITE_MAX bytes) and writes with SYS_WRITE. */
 __attribute__((format(printf, 1, 2))) void user_printf(const char *fmt, ...);
+
+#endif /* __ASSEMBLER__ */
 
 #endif

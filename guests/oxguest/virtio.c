@@ -29,6 +29,7 @@
 #define COMMON_DRIVER_FEATURE 0x0C
 #define COMMON_NUM_QUEUES 0x12
 #define COMMON_DEVICE_STATUS 0x14
+#define COMMON_CONFIG_GENERATION 0x15
 #define COMMON_QUEUE_SELECT 0x16
 #define COMMON_QUEUE_SIZE 0x18
 #define COMMON_QUEUE_MSIX_VECTOR 0x1A
@@ -45,6 +46,8 @@ _Static_assert(sizeof(struct virtq_mem) == 4096, "one page of rings per queue");
 #define VIRTIO_MSI_NO_VECTOR 0xFFFF
 #define PCI_SUBSYSTEM_ID 0x2E
 #define RESET_TIMEOUT_US 100000u
+/* Reads of a configuration field before giving up on a config_generation that keeps moving. */
+#define CONFIG_READ_ATTEMPTS 16
 
 __attribute__((format(printf, 2, 3))) static bool set_error(struct virtio_dev *dev,
 							    const char *fmt, ...)
@@ -276,6 +279,45 @@ bool virtq_init(struct virtio_dev *dev, struct virtq *q, uint16_t index, struct 
 	write_address(common + COMMON_QUEUE_DEVICE, &mem->used);
 	mmio_write16(common + COMMON_QUEUE_ENABLE, 1);
 	return true;
+}
+
+/* One read of a field, with accesses of the field's own width. */
+static uint64_t config_read_once(uintptr_t addr, uint32_t width)
+{
+	switch (width) {
+	case 1:
+		return mmio_read8(addr);
+	case 2:
+		return mmio_read16(addr);
+	case 4:
+		return mmio_read32(addr);
+	default:
+		return mmio_read32(addr) | (uint64_t)mmio_read32(addr + 4) << 32;
+	}
+}
+
+bool virtio_config_read(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t *value)
+{
+	if (width != 1 && width != 2 && width != 4 && width != 8)
+		return set_error(dev, "configuration read of width %u", width);
+	if (offset % width != 0)
+		return set_error(dev, "configuration field at 0x%x is not %u-byte aligned", offset,
+				 width);
+	if (dev->device_cfg == 0 || (uint64_t)offset + width > dev->device_cfg_len)
+		return set_error(dev,
+				 "configuration field 0x%x+%u lies outside the device's %u-byte "
+				 "configuration region",
+				 offset, width, dev->device_cfg_len);
+	for (int attempt = 0; attempt < CONFIG_READ_ATTEMPTS; attempt++) {
+		uint8_t before = mmio_read8(dev->common + COMMON_CONFIG_GENERATION);
+		uint64_t read = config_read_once(dev->device_cfg + offset, width);
+		if (mmio_read8(dev->common + COMMON_CONFIG_GENERATION) == before) {
+			*value = read;
+			return true;
+		}
+	}
+	return set_error(dev, "config_generation kept changing over %u reads of field 0x%x",
+			 CONFIG_READ_ATTEMPTS, offset);
 }
 
 void virtio_driver_ok(struct virtio_dev *dev)

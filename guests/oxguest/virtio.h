@@ -6,6 +6,7 @@
  *   virtio_open(&dev, pci)          reset, ACKNOWLEDGE | DRIVER, bus mastering on
  *   virtio_negotiate(&dev, wanted)  device-specific features wanted; VERSION_1 is required
  *   virtq_init(&dev, &q, 0, &mem)   for each queue, with caller-owned ring memory
+ *   virtio_config_read(&dev, offset, width, &value)   device-specific configuration fields
  *   virtio_driver_ok(&dev)
  *   virtq_add(&q, bufs, n); virtq_kick(&q); virtq_wait_used(&q, timeout_us, &used)
  *   virtio_reset(&dev)              when done (also frees the rings for reuse)
@@ -151,6 +152,14 @@ bool virtio_negotiate(struct virtio_dev *dev, uint64_t wanted);
 /* Sets up queue index with min(device maximum, VIRTQ_MAX_SIZE) entries, rounded to 2^n. */
 bool virtq_init(struct virtio_dev *dev, struct virtq *q, uint16_t index, struct virtq_mem *mem);
 void virtio_driver_ok(struct virtio_dev *dev);
+/*
+ * Reads a field of the device-specific configuration (virtio 1.2, 4.1.4.6): width 1, 2, 4 or 8
+ * bytes at a naturally aligned offset, with accesses of the field's width (8-byte fields as two
+ * 32-bit halves, low first), retried while config_generation changes so that a multi-access
+ * read is consistent (4.1.4.3.1). False (dev->error says why) for a field outside the
+ * device's configuration region, a bad width or alignment, or a generation that never settles.
+ */
+bool virtio_config_read(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t *value);
 /* Status 0, then waits (bounded) until the device reads back 0. */
 bool virtio_reset(struct virtio_dev *dev);
 uint8_t virtio_status(const struct virtio_dev *dev);

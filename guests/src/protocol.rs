@@ -9,6 +9,12 @@
 //! [`COUNTER_RUNNING`] and then count lines ([`parse_counter_line`]) until the host stops it.
 //! The `pci` scenario lists functions in its details ([`parse_pci_devices`]) and describes each
 //! on a `pci: ` line ([`parse_pci_function_line`]).
+//! The virtio-blk scenarios' disk contents and lines are in the `blk` part (re-exported
+//! here: [`blk_pattern`], [`blk_mixed_checksum`], [`parse_blk_info_details`], ...).
+
+mod blk;
+
+pub use blk::*;
 
 /// First line on the PVH path, printed before anything else (time-to-first-byte marker).
 pub const STARTED_PVH: &str = "oxguest: started (pvh)";
@@ -62,6 +68,12 @@ pub const SCENARIOS: &[&str] = &[
     "wait-shutdown",
     "pci",
     "virtio-rng",
+    "blk-info",
+    "blk-read",
+    "blk-write",
+    "blk-ro",
+    "blk-mixed",
+    "blk-discard",
     "demo",
 ];
 
@@ -497,7 +509,7 @@ mod tests {
     }
 
     /// The value of `#define <name> <value>` in a C header.
-    fn c_define<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    pub(super) fn c_define<'a>(source: &'a str, name: &str) -> Option<&'a str> {
         source.lines().find_map(|line| {
             let rest = line.strip_prefix("#define ")?.strip_prefix(name)?;
             rest.starts_with(' ').then(|| rest.trim())

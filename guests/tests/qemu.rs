@@ -40,6 +40,8 @@ struct Inputs<'a> {
     machine: Option<&'a str>,
     /// `-device` arguments.
     devices: &'a [&'a str],
+    /// `-drive` arguments.
+    drives: &'a [&'a str],
 }
 
 /// What the output reader does when the guest prints certain lines.
@@ -170,6 +172,9 @@ fn boot_with(smp: u32, cmdline: &str, reboot: bool, inputs: Inputs<'_>) -> Run {
     }
     for device in inputs.devices {
         command.args(["-device", device]);
+    }
+    for drive in inputs.drives {
+        command.args(["-drive", drive]);
     }
     let mut child = command.spawn().unwrap_or_else(|e| {
         panic!(
@@ -326,13 +331,18 @@ fn qemu_demo_without_scenario_words() {
 
 /// A ~40 KiB initrd of varied bytes, different on every run.
 fn initrd_bytes() -> Vec<u8> {
+    random_bytes(40_000)
+}
+
+/// `len` varied bytes, different on every run.
+fn random_bytes(len: usize) -> Vec<u8> {
     let mut state = u64::from(std::process::id())
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
         | 1;
-    (0..40_000)
+    (0..len)
         .map(|_| {
             // xorshift64: enough to make every byte position matter to the hash.
             state ^= state << 13;
@@ -630,4 +640,184 @@ fn qemu_virtio_rng_without_the_device_fails_cleanly() {
         (line.outcome, line.details),
         (Outcome::Fail, "no virtio-rng device")
     );
+}
+
+/// A modern-only virtio-blk (PCI ID 1af4:1042) on drive `d0`, as oxvmm offers it.
+const VIRTIO_BLK: &str = "virtio-blk-pci,drive=d0,disable-legacy=on,serial=oxdisk0";
+const BLK_SERIAL: &str = "oxdisk0";
+/// 8 MiB: room for every blk scenario's sectors.
+const BLK_IMAGE_SECTORS: u64 = 16 * 1024;
+
+/// A raw disk image in the temporary directory (removed when dropped).
+struct DiskImage {
+    path: TempPath,
+    /// What the image held at boot.
+    initial: Vec<u8>,
+}
+
+impl DiskImage {
+    /// Varied bytes, with [`protocol::blk_pattern`] planted in the sectors `blk-read` checks.
+    fn new(tag: &str) -> Self {
+        let mut initial = random_bytes(BLK_IMAGE_SECTORS as usize * protocol::BLK_SECTOR_SIZE);
+        let planted = protocol::pattern_bytes(protocol::BLK_READ_SECTORS, protocol::blk_pattern);
+        protocol::sector_bytes_mut(&mut initial, protocol::BLK_READ_SECTORS)
+            .expect("the image holds the read sectors")
+            .copy_from_slice(&planted);
+        let path = TempPath::new(tag);
+        std::fs::write(&path.0, &initial).expect("write the disk image");
+        DiskImage { path, initial }
+    }
+
+    /// The `-drive` argument for drive `d0` with extra options (`,readonly=on`...).
+    fn drive(&self, options: &str) -> String {
+        format!(
+            "if=none,id=d0,file={},format=raw{options}",
+            self.path.0.display()
+        )
+    }
+
+    /// The image as the guest left it.
+    fn contents(&self) -> Vec<u8> {
+        std::fs::read(&self.path.0).expect("read the disk image")
+    }
+}
+
+fn blk_device_line(run: &Run) -> protocol::BlkDeviceLine {
+    run.output
+        .lines()
+        .find_map(protocol::parse_blk_device_line)
+        .unwrap_or_else(|| panic!("no virtio-blk line; output:\n{}", run.output))
+}
+
+/// Boots with the disk behind [`VIRTIO_BLK`].
+fn boot_with_disk(cmdline: &str, machine: Option<&str>, drive: &str) -> Run {
+    let inputs = Inputs {
+        machine,
+        devices: &[VIRTIO_BLK],
+        drives: &[drive],
+        ..Inputs::default()
+    };
+    boot_with(1, cmdline, false, inputs)
+}
+
+#[test]
+fn qemu_blk_reads_the_planted_pattern_and_writes_its_own() {
+    let disk = DiskImage::new("blk-rw");
+
+    let run = boot_with_disk("blk-info blk-read blk-write", None, &disk.drive(""));
+
+    assert_clean_finish(&run);
+    let info = protocol::parse_blk_info_details(&assert_pass(&run, "blk-info"))
+        .unwrap_or_else(|| panic!("malformed blk-info details; output:\n{}", run.output));
+    assert_eq!(
+        (info.sectors, info.ro, info.serial.as_str()),
+        (BLK_IMAGE_SECTORS, false, BLK_SERIAL)
+    );
+    let device = blk_device_line(&run);
+    assert!(device.flush && !device.ro, "{device:?}");
+    assert_eq!(assert_pass(&run, "blk-read"), protocol::BLK_READ_DETAILS);
+    assert_eq!(assert_pass(&run, "blk-write"), protocol::BLK_WRITE_DETAILS);
+    let mut expected = disk.initial.clone();
+    protocol::sector_bytes_mut(&mut expected, protocol::BLK_WRITE_SECTORS)
+        .expect("the image holds the write sectors")
+        .copy_from_slice(&protocol::pattern_bytes(
+            protocol::BLK_WRITE_SECTORS,
+            protocol::blk_write_pattern,
+        ));
+    assert!(
+        disk.contents() == expected,
+        "the image holds the written pattern and nothing else changed"
+    );
+}
+
+/// A read-only disk, reached the way a firmware-less VMM's guest does (config ports, BARs
+/// the guest placed): the write fails with IOERR and the image stays as it was.
+#[test]
+fn qemu_blk_read_only_disk_refuses_writes() {
+    let disk = DiskImage::new("blk-ro");
+    let cmdline = format!(
+        "{} {} blk-info blk-ro blk-write",
+        protocol::PCI_PORTS_OPTION,
+        protocol::PCI_REASSIGN_OPTION
+    );
+
+    let run = boot_with_disk(&cmdline, Some("pc"), &disk.drive(",readonly=on"));
+
+    assert_clean_finish(&run);
+    let info = protocol::parse_blk_info_details(&assert_pass(&run, "blk-info"))
+        .unwrap_or_else(|| panic!("malformed blk-info details; output:\n{}", run.output));
+    assert!(info.ro, "output:\n{}", run.output);
+    assert_eq!(assert_pass(&run, "blk-ro"), protocol::BLK_RO_DETAILS);
+    let write = protocol::find(&run.output, "blk-write").expect("blk-write reported");
+    assert_eq!(
+        (write.outcome, write.details),
+        (Outcome::Fail, "write: status 1 (IOERR)")
+    );
+    assert!(disk.contents() == disk.initial, "the image changed");
+}
+
+#[test]
+fn qemu_blk_mixed_requests_match_the_host_model() {
+    let disk = DiskImage::new("blk-mixed");
+
+    let run = boot_with_disk("blk-mixed", None, &disk.drive(""));
+
+    assert_clean_finish(&run);
+    let report = protocol::parse_blk_mixed_details(&assert_pass(&run, "blk-mixed"))
+        .unwrap_or_else(|| panic!("malformed blk-mixed details; output:\n{}", run.output));
+    assert_eq!(report.requests, protocol::BLK_MIXED_REQUESTS);
+    let contents = disk.contents();
+    assert_eq!(
+        Some(report.checksum),
+        protocol::blk_mixed_checksum(&contents),
+        "the guest's checksum is the image's"
+    );
+    let mut expected = disk.initial.clone();
+    assert!(protocol::blk_mixed_apply(&mut expected));
+    assert!(
+        contents == expected,
+        "the image holds exactly the writes of the request sequence"
+    );
+    let line = run
+        .output
+        .lines()
+        .find_map(protocol::parse_blk_mixed_line)
+        .unwrap_or_else(|| panic!("no blk-mixed line; output:\n{}", run.output));
+    assert_eq!(line.cpl, 3);
+    assert_eq!(line.reads + line.writes, protocol::BLK_MIXED_REQUESTS);
+}
+
+#[test]
+fn qemu_blk_discard_and_write_zeroes_read_back_zero() {
+    let disk = DiskImage::new("blk-discard");
+
+    let run = boot_with_disk("blk-discard", None, &disk.drive(",discard=unmap"));
+
+    assert_clean_finish(&run);
+    assert_eq!(
+        assert_pass(&run, "blk-discard"),
+        protocol::BLK_DISCARD_DETAILS
+    );
+    let contents = disk.contents();
+    for sectors in [protocol::BLK_DISCARD_SECTORS, protocol::BLK_ZEROES_SECTORS] {
+        let bytes = protocol::sector_bytes(&contents, sectors.clone()).expect("in the image");
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "sectors {sectors:?} are zero"
+        );
+    }
+}
+
+#[test]
+fn qemu_blk_without_the_device_fails_cleanly() {
+    let run = boot(1, "blk-info blk-mixed", false);
+
+    assert_clean_finish(&run);
+    for name in ["blk-info", "blk-mixed"] {
+        let line = protocol::find(&run.output, name).expect("reported");
+        assert_eq!(
+            (line.outcome, line.details),
+            (Outcome::Fail, protocol::BLK_NO_DEVICE)
+        );
+    }
 }
