@@ -55,6 +55,10 @@ pub struct Args {
     /// Boot the demo guest built into oxvmm (honours --cpus and --memory).
     #[arg(long)]
     demo: bool,
+    /// Add a virtio-blk disk (repeat for more):
+    /// `path=F[,readonly=on][,direct=on][,serial=S][,id=ID][,bw=50M][,iops=1000]`.
+    #[arg(long = "disk", value_name = "path=F,...")]
+    disks: Vec<String>,
     /// Add a virtio-rng device: `--rng` (entropy from /dev/urandom) or `--rng src=PATH`.
     #[arg(long, value_name = "src=PATH", num_args = 0..=1, default_missing_value = "")]
     rng: Option<String>,
@@ -114,6 +118,7 @@ fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
         ("--config", args.config.is_some()),
         ("--demo", args.demo),
         ("--rng", args.rng.is_some()),
+        ("--disk", !args.disks.is_empty()),
     ];
     given
         .into_iter()
@@ -159,6 +164,7 @@ pub fn build_config(args: &Args) -> anyhow::Result<VmConfig> {
                 serial: SerialConfig::default(),
                 on_reboot: OnReboot::default(),
                 rng: None,
+                disks: Vec::new(),
             }
         }
     };
@@ -198,6 +204,13 @@ fn apply_overrides(args: &Args, config: &mut VmConfig) -> anyhow::Result<()> {
     }
     if let Some(on_reboot) = &args.on_reboot {
         config.on_reboot = on_reboot.parse().map_err(|e| anyhow!("--on-reboot {e}"))?;
+    }
+    if !args.disks.is_empty() {
+        config.disks = args
+            .disks
+            .iter()
+            .map(|d| d.parse().map_err(|e| anyhow!("--disk {e}")))
+            .collect::<anyhow::Result<_>>()?;
     }
     if let Some(rng) = &args.rng {
         config.rng = Some(rng.parse().map_err(|e| anyhow!("--rng {e}"))?);
@@ -283,6 +296,26 @@ mod tests {
         assert!(err(&["--kernel", "/k", "--cpus", "300"]).starts_with("--cpus 300"));
         assert!(err(&["--kernel", "/k", "--serial", "tty"]).starts_with("--serial \"tty\""));
         assert!(err(&[]).contains("--kernel"));
+    }
+
+    #[test]
+    fn disks_repeat_and_bad_ones_are_named() {
+        let config = build_config(&args(&[
+            "--kernel",
+            "/k",
+            "--disk",
+            "path=/a.img",
+            "--disk",
+            "path=/b.img,readonly=on",
+        ]))
+        .unwrap();
+        assert_eq!(config.disks.len(), 2);
+        assert!(config.disks[1].readonly);
+        let err = build_config(&args(&["--kernel", "/k", "--disk", "readonly=on"])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--disk \"readonly=on\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -226,23 +226,3 @@ fn kvm_oxvmm_remote_drives_the_vm_from_the_command_line() {
     assert!(gone.stderr.contains("--api-socket"), "{gone}");
     std::fs::remove_dir_all(dir).unwrap();
 }
-
-#[test]
-fn kvm_snapshots_of_vms_with_virtio_devices_are_refused_not_half_done() {
-    let (mut vmm, client, dir) = start_waiting_guest("virtio-snap", &["--rng"]);
-
-    let err = client
-        .snapshot(&vmm_api::SnapshotRequest {
-            destination: dir.join("snap"),
-            diff: false,
-        })
-        .unwrap_err();
-
-    assert_eq!(err.status(), Some(400), "{err}");
-    assert!(err.to_string().contains("not supported"), "{err}");
-    assert!(!dir.join("snap").join("state").exists());
-    assert_eq!(client.info().unwrap().state, VmState::Running);
-    client.power_off().unwrap();
-    assert_eq!(vmm.wait(TIMEOUT), Some(0));
-    std::fs::remove_dir_all(dir).unwrap();
-}

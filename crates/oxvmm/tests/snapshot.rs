@@ -232,3 +232,37 @@ fn kvm_wrong_version_snapshots_are_refused() {
     assert_restore_fails(&snap, "version");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn kvm_virtio_rng_keeps_working_after_restore() {
+    let dir = temp_dir("snap-virtio");
+    require_kvm();
+    let socket = dir.join("api.sock");
+    let mut vmm = LiveVmm::spawn(&[
+        "--kernel",
+        guests::OXGUEST_PATH,
+        "--cmdline",
+        "virtio-rng serial-echo virtio-rng",
+        "--rng",
+        "--api-socket",
+        socket.to_str().unwrap(),
+    ]);
+    vmm.expect_line(|l| l.starts_with("TEST virtio-rng PASS"), TIMEOUT);
+    vmm.expect_line(|l| l.contains("waiting up to 10 s for a line"), TIMEOUT);
+    let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
+    let snap = dir.join("s");
+    snapshot(&client, &snap, false);
+    vmm.kill();
+
+    let run = common::oxvmm_with_input(
+        &["--restore", snap.to_str().unwrap(), "--resume"],
+        b"after-restore\n",
+        TIMEOUT,
+    );
+
+    run.assert_exit(0);
+    assert_eq!(run.passed("serial-echo"), "got=after-restore", "{run}");
+    // The virtio queue continues where it was: the second request is served after restore.
+    assert_eq!(run.passed("virtio-rng"), "bytes=128 distinct=yes", "{run}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

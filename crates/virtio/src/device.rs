@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState};
 
 use crate::VirtioMemory;
+use crate::rng::RngState;
 
 /// How a device interrupts the driver, whatever the transport (MSI-X vectors or INTx and
 /// the ISR register on PCI).
@@ -62,6 +64,46 @@ pub enum DeviceError {
     },
 }
 
+/// The device-specific part of a virtio device's snapshot: one variant per device model that
+/// keeps state beyond its queues. A typed enum rather than opaque bytes or a JSON value, so
+/// that it encodes with bincode (no `deserialize_any`) and a snapshot of one device type
+/// cannot be read as another's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum VirtioDeviceState {
+    /// virtio-rng.
+    Rng(RngState),
+}
+
+impl VirtioDeviceState {
+    /// The device model this state belongs to, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rng(_) => "virtio-rng",
+        }
+    }
+}
+
+/// Why a device refused its device-specific snapshot state; it is left unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceStateError {
+    /// The state belongs to another device model (or is missing, or is extra).
+    #[error("device state is for {found}, this device is {expected}")]
+    WrongDevice {
+        /// This device's model (or "no device state").
+        expected: &'static str,
+        /// What the snapshot holds (or "no device state").
+        found: &'static str,
+    },
+    /// A field holds a value this device can never have.
+    #[error("device state: {field} is invalid: {reason}")]
+    Invalid {
+        /// The field, as named in the serialized state.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
 /// A virtio device model: what the transport needs from it.
 ///
 /// Lifecycle: the transport offers [`VirtioDevice::features`], tells the device what the
@@ -69,6 +111,11 @@ pub enum DeviceError {
 /// up at `DRIVER_OK` ([`VirtioDevice::activate`]), forwards queue notifications
 /// ([`VirtioDevice::process_queue`]) and finally resets it ([`VirtioDevice::reset`]),
 /// after which the cycle can start again.
+///
+/// Snapshots: [`VirtioDevice::queue_states`] reports the positions of the queues an activated
+/// device holds, [`VirtioDevice::device_state`] / [`VirtioDevice::restore_device_state`] the
+/// rest. A device that does not implement `queue_states` cannot be snapshotted while active
+/// (the transport refuses with a clear error rather than lose its queue positions).
 pub trait VirtioDevice: Send {
     /// The virtio device type ([`crate::device_type`]).
     fn device_type(&self) -> u32;
@@ -112,4 +159,40 @@ pub trait VirtioDevice: Send {
 
     /// Stops the device and drops its queues: back to the state before activation.
     fn reset(&mut self);
+
+    /// When a rate limiter stopped the device's queues, the instant after which processing
+    /// them again makes progress (the VMM arms a timer and notifies the queues then).
+    fn throttled_until(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// While activated: the state of every queue it was given, in order, with the positions
+    /// it reached (`next_avail`, `next_used`); `None` when it is not active or cannot tell.
+    /// Called with the device quiescent (the vCPUs paused).
+    fn queue_states(&self) -> Option<Vec<QueueState>> {
+        None
+    }
+
+    /// The device-specific state a snapshot keeps (beyond queues and configuration the
+    /// transport saves), or `None` if it keeps none.
+    fn device_state(&self) -> Option<VirtioDeviceState> {
+        None
+    }
+
+    /// Puts back what [`VirtioDevice::device_state`] returned, possibly in another process,
+    /// before the transport re-activates the device. The state is untrusted: refuse (leaving
+    /// the device unchanged) a state of another device or with impossible values. By default
+    /// only "no state" is accepted.
+    fn restore_device_state(
+        &mut self,
+        state: Option<&VirtioDeviceState>,
+    ) -> Result<(), DeviceStateError> {
+        match state {
+            None => Ok(()),
+            Some(state) => Err(DeviceStateError::WrongDevice {
+                expected: "a device without device state",
+                found: state.kind(),
+            }),
+        }
+    }
 }

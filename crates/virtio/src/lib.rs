@@ -9,7 +9,9 @@
 //!   capabilities, MSI-X with INTx fallback, feature negotiation and the status machine;
 //! - [`chain`]: the checks every device applies to a guest's descriptor chain;
 //! - the devices: [`rng::Rng`] (virtio-rng) so far; blk, net, vsock, balloon and console
-//!   come next, on the same traits.
+//!   come next, on the same traits;
+//! - snapshots of a virtio PCI function ([`pci::VirtioPciState`]): transport registers, queue
+//!   configuration and positions, and each device's [`VirtioDeviceState`].
 //!
 //! Rings are handled by `virtio-queue` (split virtqueues, `EVENT_IDX`, indirect
 //! descriptors); guest memory is `vm-memory`'s, accessed only through its checked calls.
@@ -22,6 +24,7 @@
 //! or the device is marked `DEVICE_NEEDS_RESET`), never a panic or an access outside guest
 //! memory.
 
+pub mod block;
 pub mod chain;
 mod device;
 pub mod pci;
@@ -33,7 +36,9 @@ mod test_utils;
 #[cfg(test)]
 mod random_tests;
 
-pub use device::{ActivateError, DeviceError, VirtioDevice, VirtioInterrupt};
+pub use device::{
+    ActivateError, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
+};
 
 /// The guest memory devices access. Kept in one place so that switching to a dirty-tracking
 /// bitmap (for live migration) is one line.

@@ -36,6 +36,106 @@ pub struct VmConfig {
     /// A virtio-rng device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<RngConfig>,
+    /// virtio-blk disks, in PCI slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
+}
+
+/// One virtio-blk disk.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// A raw image file or a block device.
+    pub path: PathBuf,
+    /// Refuse guest writes.
+    #[serde(default)]
+    pub readonly: bool,
+    /// Open with O_DIRECT (bypass the host page cache).
+    #[serde(default)]
+    pub direct: bool,
+    /// The serial number the guest reads (at most 20 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// A name for the disk in counters and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Bandwidth limit in bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bw: Option<u64>,
+    /// Operations per second limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u64>,
+}
+
+/// Maximum length of a virtio-blk serial number.
+pub const DISK_SERIAL_MAX: usize = 20;
+
+fn parse_on_off(text: &str, key: &str, value: &str) -> Result<bool, ParseError> {
+    match value {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(ParseError::new(
+            text,
+            format!("{key}={value}: expected on or off"),
+        )),
+    }
+}
+
+/// Parses `50M` (bytes per second, K/M/G suffixes are powers of 1024) or a plain number.
+fn parse_rate(text: &str, key: &str, value: &str) -> Result<u64, ParseError> {
+    let (digits, multiplier) = match value.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&value[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&value[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&value[..i], 1 << 30),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ParseError::new(text, format!("{key}={value}: expected a positive number")))
+}
+
+impl FromStr for DiskConfig {
+    type Err = ParseError;
+
+    /// `path=F[,readonly=on][,direct=on][,serial=S][,id=ID][,bw=50M][,iops=1000]`.
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let mut disk = DiskConfig::default();
+        let mut path = None;
+        for item in text.split(',') {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(ParseError::new(text, format!("{item:?} is not key=value")));
+            };
+            match key {
+                "path" if !value.is_empty() => path = Some(PathBuf::from(value)),
+                "readonly" => disk.readonly = parse_on_off(text, key, value)?,
+                "direct" => disk.direct = parse_on_off(text, key, value)?,
+                "serial" if value.len() <= DISK_SERIAL_MAX => disk.serial = Some(value.to_string()),
+                "serial" => {
+                    return Err(ParseError::new(
+                        text,
+                        format!("serial={value}: at most {DISK_SERIAL_MAX} bytes"),
+                    ));
+                }
+                "id" if !value.is_empty() => disk.id = Some(value.to_string()),
+                "bw" => disk.bw = Some(parse_rate(text, key, value)?),
+                "iops" => disk.iops = Some(parse_rate(text, key, value)?),
+                _ => {
+                    return Err(ParseError::new(
+                        text,
+                        format!(
+                            "unknown or empty item {item:?} (expected path, readonly, direct, \
+                             serial, id, bw, iops)"
+                        ),
+                    ));
+                }
+            }
+        }
+        disk.path = path.ok_or_else(|| ParseError::new(text, "path=FILE is required"))?;
+        Ok(disk)
+    }
 }
 
 /// The virtio-rng device.
@@ -313,6 +413,34 @@ mod tests {
         );
         assert!(parse_memory_mib("99999999999999999999").is_err());
         assert!(parse_memory_mib("99999999999T").is_err());
+    }
+
+    #[test]
+    fn disk_options_parse() {
+        let disk: DiskConfig = "path=/d.img,readonly=on,serial=abc,id=root,bw=50M,iops=1000"
+            .parse()
+            .unwrap();
+        assert_eq!(disk.path, PathBuf::from("/d.img"));
+        assert!(disk.readonly && !disk.direct);
+        assert_eq!(disk.serial.as_deref(), Some("abc"));
+        assert_eq!(disk.id.as_deref(), Some("root"));
+        assert_eq!((disk.bw, disk.iops), (Some(50 << 20), Some(1000)));
+        assert!(
+            "readonly=on"
+                .parse::<DiskConfig>()
+                .unwrap_err()
+                .problem
+                .contains("path")
+        );
+        assert!("path=/d,readonly=maybe".parse::<DiskConfig>().is_err());
+        assert!(
+            "path=/d,serial=123456789012345678901"
+                .parse::<DiskConfig>()
+                .is_err()
+        );
+        assert!("path=/d,bw=0".parse::<DiskConfig>().is_err());
+        assert!("path=/d,colour=red".parse::<DiskConfig>().is_err());
+        assert!("/d.img".parse::<DiskConfig>().is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod tests {
 
     use super::OPENAPI_JSON;
     use crate::config::{BootProtocol, CpusConfig, MemoryConfig, OnReboot, PayloadConfig};
-    use crate::config::{RngConfig, SerialConfig, VmConfig};
+    use crate::config::{DiskConfig, RngConfig, SerialConfig, VmConfig};
     use crate::routes::ROUTES;
     use crate::types::*;
 
@@ -69,6 +69,15 @@ mod tests {
             serial: SerialConfig::Off,
             on_reboot: OnReboot::Exit,
             rng: Some(RngConfig::default()),
+            disks: vec![DiskConfig {
+                path: PathBuf::from("/d"),
+                readonly: true,
+                direct: true,
+                serial: Some("s".into()),
+                id: Some("root".into()),
+                bw: Some(1),
+                iops: Some(1),
+            }],
         }
     }
 

@@ -269,16 +269,17 @@ impl DeviceManager {
         }
     }
 
-    /// Reads the state of every device (the vCPUs must be stopped).
-    pub fn save_state(&self) -> DevicesState {
-        DevicesState {
+    /// Reads the state of every device (the vCPUs must be stopped); fails for a device whose
+    /// state cannot be saved.
+    pub fn save_state(&self) -> Result<DevicesState, VmmError> {
+        Ok(DevicesState {
             serial: locked(&self.serial).state(),
             i8042: locked(&self.i8042).state(),
             cmos: locked(&self.cmos).state(),
             acpi_pm: locked(&self.acpi_pm).state(),
             ioapic: locked(&self.ioapic).state(),
-            pci: self.pci.save_state(),
-        }
+            pci: self.pci.save_state()?,
+        })
     }
 
     /// Puts saved state back into freshly created devices.

@@ -12,20 +12,39 @@ use devices::bus::BusRange;
 use devices::pci::{PciBarObserver, PciDevice};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio::VirtioDevice;
-use virtio::pci::{NOTIFY_CFG_OFFSET, NOTIFY_OFF_MULTIPLIER, VIRTIO_BAR, VirtioPciDevice};
+use virtio::pci::{
+    NOTIFY_CFG_OFFSET, NOTIFY_OFF_MULTIPLIER, VIRTIO_BAR, VirtioPciDevice, VirtioPciError,
+    VirtioPciState,
+};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::timerfd::TimerFd;
 
-/// What the ioeventfd plumbing needs of a virtio PCI device.
+/// What the VMM needs of a virtio PCI device whatever its type: queue notifications (for
+/// ioeventfd) and its state (for snapshots).
 pub trait QueueNotify: Send {
+    /// The transport's and the device's state.
+    fn save_state(&self) -> Result<VirtioPciState, VirtioPciError>;
+    /// Restores what `save_state` returned.
+    fn restore_state(&mut self, state: &VirtioPciState) -> Result<(), VirtioPciError>;
     /// Number of queues.
     fn queue_count(&self) -> u16;
     /// Guest-physical address of queue `queue`'s notify register, if its BAR is placed.
     fn queue_notify_address(&self, queue: u16) -> Option<u64>;
     /// Acts as if the guest had written `queue` to its notify register.
     fn notify_queue(&mut self, queue: u16);
+    /// When a rate limiter stopped the device, when to notify it again.
+    fn throttled_until(&self) -> Option<std::time::Instant>;
 }
 
 impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
+    fn save_state(&self) -> Result<VirtioPciState, VirtioPciError> {
+        self.state()
+    }
+
+    fn restore_state(&mut self, state: &VirtioPciState) -> Result<(), VirtioPciError> {
+        self.restore(state)
+    }
+
     fn queue_count(&self) -> u16 {
         self.device().queue_max_sizes().len() as u16
     }
@@ -38,11 +57,17 @@ impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
         let offset = NOTIFY_CFG_OFFSET + u64::from(queue) * u64::from(NOTIFY_OFF_MULTIPLIER);
         self.bar_write(VIRTIO_BAR, offset, &queue.to_le_bytes());
     }
+
+    fn throttled_until(&self) -> Option<std::time::Instant> {
+        self.device().throttled_until()
+    }
 }
 
 /// One queue's eventfd and where it is registered.
 struct QueueEvent {
     fd: EventFd,
+    /// Fires when a throttled device may make progress again.
+    retry: Mutex<TimerFd>,
     device: Arc<Mutex<dyn QueueNotify>>,
     queue: u16,
     registered_at: Mutex<Option<u64>>,
@@ -69,6 +94,7 @@ impl IoEvents {
             for queue in 0..count {
                 queues.push(Arc::new(QueueEvent {
                     fd: EventFd::new(EFD_NONBLOCK)?,
+                    retry: Mutex::new(TimerFd::new()?),
                     device: device.clone(),
                     queue,
                     registered_at: Mutex::new(None),
@@ -164,17 +190,47 @@ struct QueueSubscriber {
     event: Arc<QueueEvent>,
 }
 
+impl QueueSubscriber {
+    /// Arms the retry timer when the device was throttled.
+    fn arm_retry(&self, device: &dyn QueueNotify) {
+        let Some(at) = device.throttled_until() else {
+            return;
+        };
+        // A zero timeout would disarm the timer: wait at least a microsecond.
+        let wait = at
+            .saturating_duration_since(std::time::Instant::now())
+            .max(std::time::Duration::from_micros(1));
+        if let Err(e) = lock(&self.event.retry).reset(wait, None) {
+            tracing::warn!("cannot arm the rate limiter's timer: {e}");
+        }
+    }
+}
+
 impl MutEventSubscriber for QueueSubscriber {
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        if self.event.fd.read().is_ok() {
-            tracing::debug!("queue {} notified through its ioeventfd", self.event.queue);
-            lock(&self.event.device).notify_queue(self.event.queue);
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let retry_fd = lock(&self.event.retry).as_raw_fd();
+        let fired = if events.fd() == retry_fd {
+            lock(&self.event.retry).wait().is_ok()
+        } else {
+            let notified = self.event.fd.read().is_ok();
+            if notified {
+                tracing::debug!("queue {} notified through its ioeventfd", self.event.queue);
+            }
+            notified
+        };
+        if fired {
+            let mut device = lock(&self.event.device);
+            device.notify_queue(self.event.queue);
+            self.arm_retry(&*device);
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new_raw(self.event.fd.as_raw_fd(), EventSet::IN)) {
-            tracing::error!("cannot watch queue {}'s eventfd: {e:?}", self.event.queue);
+        let retry_fd = lock(&self.event.retry).as_raw_fd();
+        for fd in [self.event.fd.as_raw_fd(), retry_fd] {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                tracing::error!("cannot watch queue {}'s events: {e:?}", self.event.queue);
+            }
         }
     }
 }

@@ -14,9 +14,10 @@ use devices::pci::{
 };
 use devices::{MsiSink, PowerEvents};
 use serde::{Deserialize, Serialize};
+use virtio::pci::VirtioPciState;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::VmConfig;
+use crate::config::{DiskConfig, VmConfig};
 use crate::error::VmmError;
 use crate::ioevents::{IoEvents, QueueNotify};
 
@@ -35,8 +36,8 @@ pub struct PciDevices {
     pub config_mmio: Arc<Mutex<PciConfigMmio>>,
     /// The 32-bit BAR window.
     pub window: Arc<Mutex<PciMmioWindow>>,
-    /// How many virtio devices there are (their state is not saved in snapshots yet).
-    pub virtio_devices: usize,
+    /// The virtio functions, in slot order.
+    virtio: Vec<Arc<Mutex<dyn QueueNotify>>>,
     /// The queues' ioeventfds.
     pub ioevents: Arc<IoEvents>,
 }
@@ -47,6 +48,7 @@ pub struct PciDevices {
 pub struct PciState {
     root: PciRootState,
     config_io: PciConfigIoState,
+    virtio: Vec<VirtioPciState>,
 }
 
 /// What PCI devices need from the rest of the machine.
@@ -104,7 +106,63 @@ fn virtio_devices(
         })?;
         devices.push(handles(device));
     }
+    for (index, disk) in config.disks.iter().enumerate() {
+        let device = block_device(disk, index)?;
+        let device = virtio::pci::VirtioPciDevice::new(
+            device,
+            context.memory.clone(),
+            context.msi.clone(),
+            intx(devices.len()),
+        )
+        .map_err(|e| disk_error(disk, index, e))?;
+        devices.push(handles(device));
+    }
     Ok(devices)
+}
+
+fn disk_error(disk: &DiskConfig, index: usize, problem: impl std::fmt::Display) -> VmmError {
+    let name = disk
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("path={}", disk.path.display()));
+    VmmError::InvalidOption {
+        option: "--disk",
+        value: name,
+        problem: format!("(disk {index}) {problem}"),
+    }
+}
+
+/// Token buckets refilled each second, with no extra burst.
+fn rate_limiter(disk: &DiskConfig) -> Result<Option<storage::RateLimiter>, String> {
+    let bucket = |per_second: Option<u64>| {
+        per_second
+            .map(|n| storage::TokenBucket::new(n, 0, std::time::Duration::from_secs(1)))
+            .transpose()
+            .map_err(|e| e.to_string())
+    };
+    let bytes = bucket(disk.bw)?;
+    let ops = bucket(disk.iops)?;
+    Ok((bytes.is_some() || ops.is_some()).then(|| storage::RateLimiter::new(bytes, ops)))
+}
+
+fn block_device(disk: &DiskConfig, index: usize) -> Result<virtio::block::Block, VmmError> {
+    let backend = storage::RawFile::open(
+        &disk.path,
+        storage::RawFileOptions {
+            read_only: disk.readonly,
+            direct: disk.direct,
+        },
+    )
+    .map_err(|e| disk_error(disk, index, e))?;
+    let rate_limiter = rate_limiter(disk).map_err(|e| disk_error(disk, index, e))?;
+    virtio::block::Block::new(
+        Box::new(backend),
+        virtio::block::BlockOptions {
+            serial: disk.serial.clone(),
+            rate_limiter,
+        },
+    )
+    .map_err(|e| disk_error(disk, index, e))
 }
 
 fn pci_error(error: impl std::fmt::Display) -> VmmError {
@@ -119,10 +177,10 @@ impl PciDevices {
     pub fn new(config: &VmConfig, context: PciContext<'_>) -> Result<Self, VmmError> {
         let mut root = PciRoot::new();
         let devices = virtio_devices(config, &context)?;
-        let virtio_devices = devices.len();
         let notifiers: Vec<Arc<Mutex<dyn QueueNotify>>> =
             devices.iter().map(|d| d.queues.clone()).collect();
         let ioevents = Arc::new(IoEvents::new(&notifiers).map_err(pci_error)?);
+
         for device in devices {
             root.add_device(device.pci).map_err(pci_error)?;
         }
@@ -147,7 +205,7 @@ impl PciDevices {
                 layout::PCI_MMIO32_START,
             ))),
             root,
-            virtio_devices,
+            virtio: notifiers,
             ioevents,
         })
     }
@@ -161,20 +219,44 @@ impl PciDevices {
             .reset();
     }
 
-    /// The state of the host bridge and the configuration ports.
-    pub fn save_state(&self) -> PciState {
-        PciState {
+    /// The state of the host bridge, the configuration ports and every virtio function.
+    pub fn save_state(&self) -> Result<PciState, VmmError> {
+        let mut virtio = Vec::with_capacity(self.virtio.len());
+        for function in &self.virtio {
+            let state = function
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save_state()
+                .map_err(pci_error)?;
+            virtio.push(state);
+        }
+        Ok(PciState {
             root: self.root.lock().unwrap_or_else(|e| e.into_inner()).state(),
             config_io: self
                 .config_io
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .state(),
-        }
+            virtio,
+        })
     }
 
-    /// Restores what `save_state` returned.
+    /// Restores what `save_state` returned (virtio functions first, then the root).
     pub fn restore_state(&self, state: &PciState) -> Result<(), VmmError> {
+        if state.virtio.len() != self.virtio.len() {
+            return Err(pci_error(format!(
+                "the snapshot has {} virtio devices, this VM {}",
+                state.virtio.len(),
+                self.virtio.len()
+            )));
+        }
+        for (function, saved) in self.virtio.iter().zip(&state.virtio) {
+            function
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restore_state(saved)
+                .map_err(pci_error)?;
+        }
         self.root
             .lock()
             .unwrap_or_else(|e| e.into_inner())

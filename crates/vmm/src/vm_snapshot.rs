@@ -67,13 +67,6 @@ fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
 impl Machine {
     /// Takes a snapshot; a running VM is paused for it and resumed afterwards.
     pub(crate) fn snapshot(&mut self, boot: &Boot, request: &SnapshotRequest) -> ApiReply {
-        if self.devices.pci.virtio_devices > 0 {
-            return Err(api_error(
-                400,
-                "not supported: snapshots of a VM with virtio devices (--rng): their state \
-                 cannot be saved yet",
-            ));
-        }
         let started = Instant::now();
         let was_running = !boot.threads.is_paused();
         if was_running {
@@ -122,6 +115,9 @@ impl Machine {
         } else {
             None
         };
+        // Device state first: a device that cannot be saved fails the snapshot before any file
+        // is written.
+        let state = self.capture_state(boot, parent.clone())?;
         let memory_path = dir.join(MEMORY_FILE);
         let stats = if parent.is_some() {
             let dirty = boot
@@ -133,7 +129,6 @@ impl Machine {
             snapshot::write_full_memory(&self.memory, &memory_path)
         }
         .map_err(|e| internal("writing guest memory", e))?;
-        let state = self.capture_state(boot, parent)?;
         let bytes = snapshot::encode_state(STATE_KIND, STATE_VERSION, &state)
             .map_err(|e| internal("encoding the state", e))?;
         snapshot::write_state_file(&dir.join(STATE_FILE), &bytes)
@@ -174,7 +169,10 @@ impl Machine {
                 .save_state()
                 .map_err(|e| internal("saving the VM's clock", e))?,
             vcpus,
-            devices: self.devices.save_state(),
+            devices: self
+                .devices
+                .save_state()
+                .map_err(|e| api_error(400, format!("not supported: {e}")))?,
             boots: self.boots,
         })
     }

@@ -19,6 +19,15 @@ pub const ISR_QUEUE: u8 = 1 << 0;
 /// ISR bit: the device configuration changed.
 pub const ISR_CONFIG: u8 = 1 << 1;
 
+/// The transport registers kept in [`InterruptState`], as a snapshot holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InterruptRegisters {
+    pub(crate) isr: u8,
+    pub(crate) config_vector: u16,
+    pub(crate) queue_vectors: Vec<u16>,
+    pub(crate) config_generation: u8,
+}
+
 /// The interrupt state of one virtio PCI function.
 pub(crate) struct InterruptState {
     pub(crate) msix: MsixConfig,
@@ -95,6 +104,34 @@ impl InterruptState {
         self.msix.reset();
         self.intx_disabled = false;
         self.reset_virtio();
+    }
+
+    /// The registers a snapshot keeps.
+    pub(crate) fn registers(&self) -> InterruptRegisters {
+        InterruptRegisters {
+            isr: self.isr,
+            config_vector: self.config_vector,
+            queue_vectors: self.queue_vectors.clone(),
+            config_generation: self.config_generation,
+        }
+    }
+
+    /// Puts back registers checked by the caller (vectors the table has or [`NO_VECTOR`],
+    /// one per queue) and the command register's INTx Disable bit, then drives INTx to
+    /// match: a level the snapshot shows asserted is asserted again.
+    pub(crate) fn restore_registers(&mut self, registers: InterruptRegisters, intx_disabled: bool) {
+        self.isr = registers.isr;
+        self.config_vector = self.valid_vector(registers.config_vector);
+        let queue_vectors: Vec<u16> = registers
+            .queue_vectors
+            .iter()
+            .map(|&vector| self.valid_vector(vector))
+            .collect();
+        for (slot, vector) in self.queue_vectors.iter_mut().zip(queue_vectors) {
+            *slot = vector;
+        }
+        self.config_generation = registers.config_generation;
+        self.set_intx_disabled(intx_disabled);
     }
 
     fn signal_queue(&mut self, queue: u16) {

@@ -24,9 +24,13 @@
 //!
 //! Interrupts go through MSI-X while the driver enabled it, otherwise through the INTx line
 //! (pin INTA#) and the ISR register, read-to-clear ([`VirtioPciInterrupt`]).
+//!
+//! Snapshots: [`VirtioPciDevice::state`] and [`VirtioPciDevice::restore`] (the `state`
+//! module), a serde [`VirtioPciState`].
 
 mod common;
 mod interrupt;
+mod state;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +44,7 @@ use devices::{IrqLine, MsiSink};
 use virtio_queue::{Queue, QueueT};
 
 pub use interrupt::{ISR_CONFIG, ISR_QUEUE, NO_VECTOR, VirtioPciInterrupt};
+pub use state::{VirtioPciState, VirtioQueueState};
 
 use crate::{VirtioDevice, VirtioMemory, device_type};
 
@@ -83,7 +88,7 @@ const CAP_LENGTH: u16 = 12;
 /// pci_cfg_data of the PCI_CFG capability.
 const CAP_PCI_CFG_DATA: u16 = 16;
 
-/// Why a virtio PCI function could not be built.
+/// Why a virtio PCI function could not be built, snapshotted or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum VirtioPciError {
     /// Building the configuration space or MSI-X failed.
@@ -103,6 +108,49 @@ pub enum VirtioPciError {
         /// Its maximum size.
         size: u16,
     },
+    /// A snapshot of one device type restored into another.
+    #[error("virtio PCI state is of device type {found}, this device is type {expected}")]
+    StateDeviceType {
+        /// This device's type.
+        expected: u32,
+        /// The state's.
+        found: u32,
+    },
+    /// A field of a snapshot holds a value this function can never have.
+    #[error("virtio PCI state: {field} is invalid: {reason}")]
+    InvalidState {
+        /// The field, as named in [`VirtioPciState`] (`queues[1].size`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The device is active but cannot report its queue positions.
+    #[error(
+        "virtio device type {device_type} cannot report the positions of its queues: \
+         snapshots of it while the driver runs it are not supported"
+    )]
+    SnapshotUnsupported {
+        /// The device type.
+        device_type: u32,
+    },
+    /// The device reported positions for another number of queues than it has.
+    #[error(
+        "virtio device type {device_type} reported {given} queue states, it has {expected} queues"
+    )]
+    QueueStateCount {
+        /// The device type.
+        device_type: u32,
+        /// Its queue count.
+        expected: usize,
+        /// States reported.
+        given: usize,
+    },
+    /// The device refused its device-specific state.
+    #[error("virtio PCI state: {0}")]
+    DeviceState(#[from] crate::DeviceStateError),
+    /// The device refused to start again with the restored queues.
+    #[error("virtio PCI state: re-activating the device failed: {0}")]
+    Activate(#[from] crate::ActivateError),
 }
 
 /// A virtio device on the modern PCI transport.

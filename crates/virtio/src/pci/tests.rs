@@ -14,31 +14,31 @@ use crate::test_utils::{
     CountingSource, DriverQueue, RecordingIrq, RecordingMsi, WRITE, guest_memory,
 };
 
-const DEVICE_FEATURE_SELECT: u64 = 0x00;
-const DEVICE_FEATURE: u64 = 0x04;
-const DRIVER_FEATURE_SELECT: u64 = 0x08;
-const DRIVER_FEATURE: u64 = 0x0C;
-const CONFIG_MSIX_VECTOR: u64 = 0x10;
-const NUM_QUEUES: u64 = 0x12;
-const DEVICE_STATUS: u64 = 0x14;
-const CONFIG_GENERATION: u64 = 0x15;
-const QUEUE_SELECT: u64 = 0x16;
-const QUEUE_SIZE: u64 = 0x18;
-const QUEUE_MSIX_VECTOR: u64 = 0x1A;
-const QUEUE_ENABLE: u64 = 0x1C;
-const QUEUE_NOTIFY_OFF: u64 = 0x1E;
-const QUEUE_DESC: u64 = 0x20;
-const QUEUE_DRIVER: u64 = 0x28;
-const QUEUE_DEVICE: u64 = 0x30;
+pub(super) const DEVICE_FEATURE_SELECT: u64 = 0x00;
+pub(super) const DEVICE_FEATURE: u64 = 0x04;
+pub(super) const DRIVER_FEATURE_SELECT: u64 = 0x08;
+pub(super) const DRIVER_FEATURE: u64 = 0x0C;
+pub(super) const CONFIG_MSIX_VECTOR: u64 = 0x10;
+pub(super) const NUM_QUEUES: u64 = 0x12;
+pub(super) const DEVICE_STATUS: u64 = 0x14;
+pub(super) const CONFIG_GENERATION: u64 = 0x15;
+pub(super) const QUEUE_SELECT: u64 = 0x16;
+pub(super) const QUEUE_SIZE: u64 = 0x18;
+pub(super) const QUEUE_MSIX_VECTOR: u64 = 0x1A;
+pub(super) const QUEUE_ENABLE: u64 = 0x1C;
+pub(super) const QUEUE_NOTIFY_OFF: u64 = 0x1E;
+pub(super) const QUEUE_DESC: u64 = 0x20;
+pub(super) const QUEUE_DRIVER: u64 = 0x28;
+pub(super) const QUEUE_DEVICE: u64 = 0x30;
 
-struct Harness {
-    dev: VirtioPciDevice<Rng>,
-    mem: VirtioMemory,
-    msi: Arc<RecordingMsi>,
-    irq: Arc<RecordingIrq>,
+pub(super) struct Harness {
+    pub(super) dev: VirtioPciDevice<Rng>,
+    pub(super) mem: VirtioMemory,
+    pub(super) msi: Arc<RecordingMsi>,
+    pub(super) irq: Arc<RecordingIrq>,
 }
 
-fn harness() -> Harness {
+pub(super) fn harness() -> Harness {
     let mem = guest_memory();
     let msi = Arc::new(RecordingMsi::default());
     let irq = Arc::new(RecordingIrq::default());
@@ -48,22 +48,22 @@ fn harness() -> Harness {
 }
 
 /// A guest configuration write, as the root applies it.
-fn config_write(dev: &mut dyn PciDevice, offset: u16, data: &[u8]) {
+pub(super) fn config_write(dev: &mut dyn PciDevice, offset: u16, data: &[u8]) {
     dev.config_mut().write(offset, data);
     dev.config_written(offset, data.len());
 }
 
-fn config_read_u32(dev: &mut dyn PciDevice, offset: u16) -> u32 {
+pub(super) fn config_read_u32(dev: &mut dyn PciDevice, offset: u16) -> u32 {
     let mut data = [0u8; 4];
     dev.config_read(offset, &mut data);
     u32::from_le_bytes(data)
 }
 
-fn write(dev: &mut dyn PciDevice, offset: u64, data: &[u8]) {
+pub(super) fn write(dev: &mut dyn PciDevice, offset: u64, data: &[u8]) {
     dev.bar_write(VIRTIO_BAR, COMMON_CFG_OFFSET + offset, data);
 }
 
-fn read<const N: usize>(dev: &mut dyn PciDevice, offset: u64) -> u64 {
+pub(super) fn read<const N: usize>(dev: &mut dyn PciDevice, offset: u64) -> u64 {
     let mut data = [0u8; N];
     dev.bar_read(VIRTIO_BAR, COMMON_CFG_OFFSET + offset, &mut data);
     let mut wide = [0u8; 8];
@@ -71,22 +71,22 @@ fn read<const N: usize>(dev: &mut dyn PciDevice, offset: u64) -> u64 {
     u64::from_le_bytes(wide)
 }
 
-fn set_status(dev: &mut dyn PciDevice, status: u8) {
+pub(super) fn set_status(dev: &mut dyn PciDevice, status: u8) {
     write(dev, DEVICE_STATUS, &[status]);
 }
 
-fn status(dev: &mut dyn PciDevice) -> u8 {
+pub(super) fn status(dev: &mut dyn PciDevice) -> u8 {
     read::<1>(dev, DEVICE_STATUS) as u8
 }
 
-fn device_features(dev: &mut dyn PciDevice) -> u64 {
+pub(super) fn device_features(dev: &mut dyn PciDevice) -> u64 {
     write(dev, DEVICE_FEATURE_SELECT, &0u32.to_le_bytes());
     let low = read::<4>(dev, DEVICE_FEATURE);
     write(dev, DEVICE_FEATURE_SELECT, &1u32.to_le_bytes());
     low | (read::<4>(dev, DEVICE_FEATURE) << 32)
 }
 
-fn write_driver_features(dev: &mut dyn PciDevice, features: u64) {
+pub(super) fn write_driver_features(dev: &mut dyn PciDevice, features: u64) {
     for select in 0..2u32 {
         write(dev, DRIVER_FEATURE_SELECT, &select.to_le_bytes());
         let word = (features >> (32 * select)) as u32;
@@ -95,7 +95,7 @@ fn write_driver_features(dev: &mut dyn PciDevice, features: u64) {
 }
 
 /// ACKNOWLEDGE, DRIVER, features, FEATURES_OK; returns the status read back.
-fn negotiate(dev: &mut dyn PciDevice, features: u64) -> u8 {
+pub(super) fn negotiate(dev: &mut dyn PciDevice, features: u64) -> u8 {
     set_status(dev, ACKNOWLEDGE);
     set_status(dev, ACKNOWLEDGE | DRIVER);
     write_driver_features(dev, features);
@@ -103,13 +103,13 @@ fn negotiate(dev: &mut dyn PciDevice, features: u64) -> u8 {
     status(dev)
 }
 
-fn write_address(dev: &mut dyn PciDevice, field: u64, addr: GuestAddress) {
+pub(super) fn write_address(dev: &mut dyn PciDevice, field: u64, addr: GuestAddress) {
     write(dev, field, &(addr.0 as u32).to_le_bytes());
     write(dev, field + 4, &((addr.0 >> 32) as u32).to_le_bytes());
 }
 
 /// Configures queue 0 on the rings of `vq` and enables it.
-fn setup_queue(dev: &mut dyn PciDevice, vq: &DriverQueue<'_>, size: u16, vector: u16) {
+pub(super) fn setup_queue(dev: &mut dyn PciDevice, vq: &DriverQueue<'_>, size: u16, vector: u16) {
     write(dev, QUEUE_SELECT, &0u16.to_le_bytes());
     write(dev, QUEUE_SIZE, &size.to_le_bytes());
     write(dev, QUEUE_MSIX_VECTOR, &vector.to_le_bytes());
@@ -119,12 +119,12 @@ fn setup_queue(dev: &mut dyn PciDevice, vq: &DriverQueue<'_>, size: u16, vector:
     write(dev, QUEUE_ENABLE, &1u16.to_le_bytes());
 }
 
-fn enable_bus_master(dev: &mut dyn PciDevice) {
+pub(super) fn enable_bus_master(dev: &mut dyn PciDevice) {
     let command = regs::COMMAND_MEMORY | regs::COMMAND_BUS_MASTER;
     config_write(dev, regs::COMMAND, &command.to_le_bytes());
 }
 
-fn msix_cap(dev: &dyn PciDevice) -> u16 {
+pub(super) fn msix_cap(dev: &dyn PciDevice) -> u16 {
     dev.config()
         .capabilities()
         .into_iter()
@@ -134,7 +134,7 @@ fn msix_cap(dev: &dyn PciDevice) -> u16 {
 }
 
 /// Enables MSI-X and points vector `v` at address 0xFEE0_0000 with data 0x40 + v.
-fn enable_msix(dev: &mut dyn PciDevice) {
+pub(super) fn enable_msix(dev: &mut dyn PciDevice) {
     for vector in 0..2u64 {
         let entry = vector * 16;
         dev.bar_write(MSIX_BAR, entry, &0xFEE0_0000u64.to_le_bytes());
@@ -146,7 +146,7 @@ fn enable_msix(dev: &mut dyn PciDevice) {
 }
 
 /// A driver's full bring-up of the rng on the rings of `vq`.
-fn bring_up(dev: &mut dyn PciDevice, vq: &DriverQueue<'_>, features: u64, msix: bool) {
+pub(super) fn bring_up(dev: &mut dyn PciDevice, vq: &DriverQueue<'_>, features: u64, msix: bool) {
     enable_bus_master(dev);
     if msix {
         enable_msix(dev);
@@ -157,12 +157,12 @@ fn bring_up(dev: &mut dyn PciDevice, vq: &DriverQueue<'_>, features: u64, msix: 
     set_status(dev, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
 }
 
-fn notify(dev: &mut dyn PciDevice, queue: u16) {
+pub(super) fn notify(dev: &mut dyn PciDevice, queue: u16) {
     let offset = NOTIFY_CFG_OFFSET + u64::from(queue) * u64::from(NOTIFY_OFF_MULTIPLIER);
     dev.bar_write(VIRTIO_BAR, offset, &queue.to_le_bytes());
 }
 
-fn publish_write_buffer(vq: &DriverQueue<'_>, slot: u16, addr: u64, len: u32) {
+pub(super) fn publish_write_buffer(vq: &DriverQueue<'_>, slot: u16, addr: u64, len: u32) {
     vq.write_desc(slot, addr, len, WRITE, 0);
     vq.publish(slot, slot);
 }
@@ -567,7 +567,7 @@ fn notify_address_follows_the_bar() {
 }
 
 /// A device with any queue sizes, for construction tests.
-struct Queues(Vec<u16>);
+pub(super) struct Queues(pub(super) Vec<u16>);
 
 impl VirtioDevice for Queues {
     fn device_type(&self) -> u32 {
@@ -593,7 +593,7 @@ impl VirtioDevice for Queues {
     fn reset(&mut self) {}
 }
 
-fn build(sizes: Vec<u16>) -> Result<VirtioPciDevice<Queues>, VirtioPciError> {
+pub(super) fn build(sizes: Vec<u16>) -> Result<VirtioPciDevice<Queues>, VirtioPciError> {
     let msi = Arc::new(RecordingMsi::default());
     let irq = Arc::new(RecordingIrq::default());
     VirtioPciDevice::new(Queues(sizes), guest_memory(), msi, irq)
