@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use virtio_queue::{Queue, QueueState};
+use virtio_queue::{Queue, QueueState, QueueT};
 
 use crate::VirtioMemory;
 use crate::rng::RngState;
@@ -194,5 +194,47 @@ pub trait VirtioDevice: Send {
                 found: state.kind(),
             }),
         }
+    }
+}
+
+/// The one queue of a single-queue device while it is active, with the memory and interrupt
+/// it was activated with.
+pub struct ActiveQueue {
+    /// Guest memory.
+    pub mem: VirtioMemory,
+    /// The queue, at its current position.
+    pub queue: Queue,
+    /// How to interrupt the driver.
+    pub interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+impl ActiveQueue {
+    /// Takes the single ready queue `VirtioDevice::activate` was given.
+    pub fn activate(
+        mem: VirtioMemory,
+        queues: Vec<Queue>,
+        interrupt: Arc<dyn VirtioInterrupt>,
+    ) -> Result<Self, ActivateError> {
+        let given = queues.len();
+        let Ok([queue]) = <[Queue; 1]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount { expected: 1, given });
+        };
+        if !queue.ready() {
+            return Err(ActivateError::QueueNotEnabled { index: 0 });
+        }
+        Ok(ActiveQueue {
+            mem,
+            queue,
+            interrupt,
+        })
+    }
+
+    /// Takes the active queue out of `slot` to process a notification of queue `index` (a
+    /// single-queue device only has queue 0); put it back afterwards.
+    pub fn take(slot: &mut Option<ActiveQueue>, index: u16) -> Result<ActiveQueue, DeviceError> {
+        if index != 0 {
+            return Err(DeviceError::NoSuchQueue { index });
+        }
+        slot.take().ok_or(DeviceError::NotActivated { index })
     }
 }

@@ -37,7 +37,8 @@ mod test_utils;
 mod random_tests;
 
 pub use device::{
-    ActivateError, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
+    ActivateError, ActiveQueue, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState,
+    VirtioInterrupt,
 };
 
 /// The guest memory devices access. Kept in one place so that switching to a dirty-tracking

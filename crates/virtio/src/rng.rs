@@ -16,8 +16,8 @@ use vm_memory::Bytes;
 
 use crate::chain::writable_chain;
 use crate::{
-    ActivateError, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
-    VirtioMemory, device_type, features,
+    ActivateError, ActiveQueue, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState,
+    VirtioInterrupt, VirtioMemory, device_type, features,
 };
 
 /// Maximum size of the request queue.
@@ -27,11 +27,7 @@ pub const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
 
 const REQUEST_QUEUE: u16 = 0;
 
-struct Active {
-    mem: VirtioMemory,
-    queue: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
+type Active = ActiveQueue;
 
 /// What a snapshot keeps of virtio-rng beyond its queue: its counter. (Entropy already
 /// delivered is in guest memory; none is buffered.)
@@ -134,28 +130,12 @@ impl VirtioDevice for Rng {
         queues: Vec<Queue>,
         interrupt: Arc<dyn VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        let given = queues.len();
-        let Ok([queue]) = <[Queue; 1]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 1, given });
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotEnabled { index: 0 });
-        }
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
+        self.active = Some(ActiveQueue::activate(mem, queues, interrupt)?);
         Ok(())
     }
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
-        if index != REQUEST_QUEUE {
-            return Err(DeviceError::NoSuchQueue { index });
-        }
-        let Some(mut active) = self.active.take() else {
-            return Err(DeviceError::NotActivated { index });
-        };
+        let mut active = ActiveQueue::take(&mut self.active, index)?;
         let result = self.drain(&mut active);
         self.active = Some(active);
         result

@@ -43,7 +43,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::chain::{ChainError, collect_chain};
 use crate::{
-    ActivateError, DeviceError, VirtioDevice, VirtioInterrupt, VirtioMemory, device_type, features,
+    ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt, VirtioMemory,
+    device_type, features,
 };
 use request::{Cursor, Framed, Refusal, total_len};
 
@@ -164,11 +165,7 @@ enum Served {
     Throttled(Instant),
 }
 
-struct Active {
-    mem: VirtioMemory,
-    queue: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
+type Active = ActiveQueue;
 
 /// The virtio block device.
 pub struct Block {
@@ -657,28 +654,12 @@ impl VirtioDevice for Block {
         queues: Vec<Queue>,
         interrupt: Arc<dyn VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        let given = queues.len();
-        let Ok([queue]) = <[Queue; 1]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 1, given });
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotEnabled { index: 0 });
-        }
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
+        self.active = Some(ActiveQueue::activate(mem, queues, interrupt)?);
         Ok(())
     }
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
-        if index != REQUEST_QUEUE {
-            return Err(DeviceError::NoSuchQueue { index });
-        }
-        let Some(mut active) = self.active.take() else {
-            return Err(DeviceError::NotActivated { index });
-        };
+        let mut active = ActiveQueue::take(&mut self.active, index)?;
         let result = self.drain(&mut active);
         self.active = Some(active);
         result
