@@ -266,3 +266,35 @@ fn kvm_virtio_rng_keeps_working_after_restore() {
     assert_eq!(run.passed("virtio-rng"), "bytes=128 distinct=yes", "{run}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn kvm_diff_snapshots_with_virtio_devices_are_refused_not_silently_incomplete() {
+    let dir = temp_dir("snap-virtio-diff");
+    require_kvm();
+    let socket = dir.join("api.sock");
+    let mut vmm = LiveVmm::spawn(&[
+        "--kernel",
+        guests::OXGUEST_PATH,
+        "--cmdline",
+        "counter",
+        "--rng",
+        "--api-socket",
+        socket.to_str().unwrap(),
+    ]);
+    next_count(&mut vmm);
+    let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
+    snapshot(&client, &dir.join("full"), false);
+
+    let err = client
+        .snapshot(&SnapshotRequest {
+            destination: dir.join("diff"),
+            diff: true,
+        })
+        .unwrap_err();
+
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("not supported"), "{err}");
+    assert_eq!(client.info().unwrap().state, VmState::Running);
+    vmm.kill();
+    std::fs::remove_dir_all(dir).unwrap();
+}

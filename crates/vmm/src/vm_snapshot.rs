@@ -99,6 +99,13 @@ impl Machine {
             .canonicalize()
             .map_err(|e| api_error(400, format!("destination {}: {e}", dir.display())))?;
         let parent = if request.diff {
+            if self.config.rng.is_some() || !self.config.disks.is_empty() {
+                return Err(api_error(
+                    400,
+                    "not supported: diff snapshots of a VM with virtio devices (the pages they \
+                     write are not in KVM's dirty log yet); take a full snapshot",
+                ));
+            }
             let parent = self.last_snapshot.clone().ok_or_else(|| {
                 api_error(
                     409,
