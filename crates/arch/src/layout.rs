@@ -60,6 +60,11 @@ pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
 pub const PCI_CONFIG_PORT: u64 = 0xCF8;
 /// Number of PCI configuration ports.
 pub const PCI_CONFIG_PORT_LEN: u64 = 8;
+/// IOAPIC pin of INTA# of the PCI device in slot 1 (slot `s`: this + (s − 1) mod
+/// [`PCI_INTX_PINS`]), as the DSDT's `_PRT` says.
+pub const PCI_INTX_FIRST_PIN: u32 = 16;
+/// Number of IOAPIC pins PCI INTx lines are spread over.
+pub const PCI_INTX_PINS: u32 = 8;
 /// PCI Express ECAM (configuration space) window.
 pub const PCI_ECAM_START: u64 = 0xE000_0000;
 /// Size of the ECAM window: 256 MiB, buses 0–255.

@@ -21,11 +21,6 @@ use crate::config::{DiskConfig, VmConfig};
 use crate::error::VmmError;
 use crate::ioevents::{IoEvents, QueueNotify};
 
-/// IOAPIC pins for the INTx lines of PCI devices: pin 16 + the device's index (PCI devices
-/// use MSI-X; INTx is the fallback of the virtio transport).
-const FIRST_PCI_INTX_PIN: u32 = 16;
-const PCI_INTX_PINS: u32 = 8;
-
 /// The PCI devices of a machine and their bus-side access points.
 pub struct PciDevices {
     /// The root complex.
@@ -84,8 +79,10 @@ fn virtio_devices(
     context: &PciContext<'_>,
 ) -> Result<Vec<VirtioHandles>, VmmError> {
     let mut devices: Vec<VirtioHandles> = Vec::new();
+    // Devices take slots 1, 2, … in this order (the host bridge is slot 0); the DSDT's _PRT
+    // routes slot s's INTA# to pin PCI_INTX_FIRST_PIN + (s − 1) mod PCI_INTX_PINS.
     let intx = |index: usize| {
-        let pin = FIRST_PCI_INTX_PIN + (index as u32 % PCI_INTX_PINS);
+        let pin = layout::PCI_INTX_FIRST_PIN + (index as u32 % layout::PCI_INTX_PINS);
         Ioapic::pin(context.ioapic, pin)
     };
     if let Some(rng) = &config.rng {

@@ -10,7 +10,8 @@ use acpi_tables::{Aml, AmlSink};
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::layout::{
     CMOS_IRQ, CMOS_LEN, CMOS_PORT, COM1_IRQ, COM1_LEN, COM1_PORT, I8042_COMMAND_PORT, I8042_IRQ,
-    I8042_PORT, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
+    I8042_PORT, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_INTX_FIRST_PIN, PCI_INTX_PINS, PCI_MMIO32_SIZE,
+    PCI_MMIO32_START,
 };
 
 /// DSDT revision 2: AML integers are 64-bit.
@@ -105,6 +106,26 @@ fn processor_device(index: u8) -> Raw {
     serialize(&Device::new(Path::new(&name), vec![&hid, &uid]))
 }
 
+/// `Name (_PRT, …)`: INTA# of the device in slot `s` (1–31) is IOAPIC pin
+/// `PCI_INTX_FIRST_PIN + (s - 1) % PCI_INTX_PINS`, level-triggered, active-low. (Devices use
+/// MSI-X; this is the fallback.)
+fn pci_routing_table() -> Raw {
+    let entries: Vec<(u32, u32)> = (1..32u32)
+        .map(|slot| {
+            let address = (slot << 16) | 0xFFFF;
+            let pin = PCI_INTX_FIRST_PIN + (slot - 1) % PCI_INTX_PINS;
+            (address, pin)
+        })
+        .collect();
+    let zero = aml::ZERO;
+    let packages: Vec<Package> = entries
+        .iter()
+        .map(|(address, gsi)| Package::new(vec![address, &zero, &zero, gsi]))
+        .collect();
+    let children: Vec<&dyn Aml> = packages.iter().map(|p| p as &dyn Aml).collect();
+    serialize(&Name::new(Path::new("_PRT"), &Package::new(children)))
+}
+
 /// `Device (PCI0)`: the PCI Express root (ECAM in the MCFG), decoding bus numbers 0–255, the
 /// configuration ports, the I/O ports around them and the 32-bit MMIO window; and a
 /// motherboard-resource device reserving the ECAM window, as Linux checks for one.
@@ -131,9 +152,10 @@ fn pci_root() -> Raw {
         Path::new("_CRS"),
         &ResourceTemplate::new(vec![&buses, &config_ports, &io_low, &io_high, &mmio]),
     );
+    let prt = pci_routing_table();
     let root = serialize(&Device::new(
         Path::new("PCI0"),
-        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs],
+        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs, &prt],
     ));
     let ecam = Memory32Fixed::new(false, PCI_ECAM_START as u32, PCI_ECAM_SIZE as u32);
     let reserved = serialize(&Device::new(

@@ -306,3 +306,31 @@ fn placer_refuses_to_cross_1mib() {
         })
     ));
 }
+
+#[test]
+fn dsdt_has_the_pci_root_with_its_routing_table() {
+    let (_, t) = build(1);
+    let contains = |needle: &[u8]| t.dsdt.windows(needle.len()).any(|w| w == needle);
+
+    assert!(contains(b"PCI0"));
+    assert!(
+        contains(&[0x0C, 0x41, 0xD0, 0x0A, 0x08]),
+        "EISAID(\"PNP0A08\")"
+    );
+    assert!(
+        contains(&[0x0C, 0x41, 0xD0, 0x0C, 0x02]),
+        "EISAID(\"PNP0C02\")"
+    );
+    assert!(contains(b"_PRT"));
+    // Slot 1's entry: DWord 0x0001FFFF, Zero, Zero, Byte 16.
+    assert!(contains(&[
+        0x0C, 0xFF, 0xFF, 0x01, 0x00, 0x00, 0x00, 0x0A, 16
+    ]));
+    // Slot 9 wraps to pin 16 again, slot 8 is pin 23.
+    assert!(contains(&[
+        0x0C, 0xFF, 0xFF, 0x08, 0x00, 0x00, 0x00, 0x0A, 23
+    ]));
+    assert!(contains(&[
+        0x0C, 0xFF, 0xFF, 0x09, 0x00, 0x00, 0x00, 0x0A, 16
+    ]));
+}
