@@ -298,3 +298,46 @@ fn kvm_diff_snapshots_with_virtio_devices_are_refused_not_silently_incomplete() 
     vmm.kill();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn kvm_disk_reads_work_after_restore() {
+    use guests::protocol::{BLK_MIN_SECTORS, BLK_READ_SECTORS, blk_pattern, pattern_bytes};
+
+    let dir = temp_dir("snap-disk");
+    require_kvm();
+    let mut image = vec![0u8; BLK_MIN_SECTORS as usize * 512];
+    let planted = pattern_bytes(BLK_READ_SECTORS, blk_pattern);
+    image[..planted.len()].copy_from_slice(&planted);
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, &image).unwrap();
+    let socket = dir.join("api.sock");
+    let disk_option = format!("path={}", disk.display());
+    let mut vmm = LiveVmm::spawn(&[
+        "--kernel",
+        guests::OXGUEST_PATH,
+        "--cmdline",
+        "blk-read serial-echo blk-read",
+        "--disk",
+        &disk_option,
+        "--api-socket",
+        socket.to_str().unwrap(),
+    ]);
+    vmm.expect_line(|l| l.starts_with("TEST blk-read PASS"), TIMEOUT);
+    vmm.expect_line(|l| l.contains("waiting up to 10 s for a line"), TIMEOUT);
+    let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
+    let snap = dir.join("s");
+    snapshot(&client, &snap, false);
+    // The restored VM opens the disk again: the first one must let go of its lock.
+    vmm.kill();
+
+    let run = common::oxvmm_with_input(
+        &["--restore", snap.to_str().unwrap(), "--resume"],
+        b"go\n",
+        TIMEOUT,
+    );
+
+    run.assert_exit(0);
+    assert_eq!(run.passed("serial-echo"), "got=go", "{run}");
+    assert_eq!(run.passed("blk-read"), "sectors=8", "{run}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
