@@ -52,7 +52,7 @@ static void print_info(const struct blk *b, const struct pci_device *pci)
 }
 
 /* Finds and opens the device and prints its line; NULL after printing the FAIL line. */
-static struct blk *open_blk(const char *name, unsigned pci_flags)
+struct blk *blk_scenario_open(const char *name, unsigned pci_flags)
 {
 	const struct pci_device *pci = blk_find(pci_flags);
 	if (pci == NULL) {
@@ -69,7 +69,7 @@ static struct blk *open_blk(const char *name, unsigned pci_flags)
 }
 
 /* Resets the device (leaving it as found) and prints the TEST line. */
-static void close_blk(const char *name, struct blk *b, bool ok, const char *text)
+void blk_scenario_close(const char *name, struct blk *b, bool ok, const char *text)
 {
 	blk_close(b);
 	if (ok)
@@ -146,26 +146,26 @@ void run_blk_info(const char *name, unsigned pci_flags)
 {
 	char why[WHY_MAX];
 	char serial[BLK_ID_BYTES + 1];
-	struct blk *b = open_blk(name, pci_flags);
+	struct blk *b = blk_scenario_open(name, pci_flags);
 	if (b == NULL)
 		return;
 	uint8_t *id = io_buf[0];
 	memset(id, 0, BLK_ID_BYTES);
 	if (!request_ok(b, VIRTIO_BLK_T_GET_ID, 0, id, BLK_ID_BYTES, "GET_ID", why)) {
-		close_blk(name, b, false, why);
+		blk_scenario_close(name, b, false, why);
 		return;
 	}
 	compiler_barrier();
 	format_serial(id, serial);
 	ksnprintf(why, sizeof(why), "sectors=%llu ro=%d serial=%s",
 		  (unsigned long long)b->cfg.capacity, b->ro, serial);
-	close_blk(name, b, true, why);
+	blk_scenario_close(name, b, true, why);
 }
 
 void run_blk_read(const char *name, unsigned pci_flags)
 {
 	char why[WHY_MAX];
-	struct blk *b = open_blk(name, pci_flags);
+	struct blk *b = blk_scenario_open(name, pci_flags);
 	if (b == NULL)
 		return;
 	uint32_t len = SECTORS_BYTES(BLK_READ_SECTORS);
@@ -177,13 +177,13 @@ void run_blk_read(const char *name, unsigned pci_flags)
 				  "the planted pattern", why);
 	if (ok)
 		ksnprintf(why, sizeof(why), "sectors=%u", BLK_READ_SECTORS);
-	close_blk(name, b, ok, why);
+	blk_scenario_close(name, b, ok, why);
 }
 
 void run_blk_write(const char *name, unsigned pci_flags)
 {
 	char why[WHY_MAX];
-	struct blk *b = open_blk(name, pci_flags);
+	struct blk *b = blk_scenario_open(name, pci_flags);
 	if (b == NULL)
 		return;
 	uint32_t len = SECTORS_BYTES(BLK_WRITE_SECTORS);
@@ -198,7 +198,7 @@ void run_blk_write(const char *name, unsigned pci_flags)
 	if (ok)
 		ksnprintf(why, sizeof(why), "sectors=%u flushed=%s", BLK_WRITE_SECTORS,
 			  b->flush ? "yes" : "no");
-	close_blk(name, b, ok, why);
+	blk_scenario_close(name, b, ok, why);
 }
 
 /* Writes BLK_RO_SECTOR (with bytes it does not hold) and expects IOERR; it must not change. */
@@ -234,15 +234,15 @@ void run_blk_ro(const char *name, unsigned pci_flags)
 {
 	char why[WHY_MAX];
 	char details[DETAILS_MAX];
-	struct blk *b = open_blk(name, pci_flags);
+	struct blk *b = blk_scenario_open(name, pci_flags);
 	if (b == NULL)
 		return;
 	if (!b->ro) {
-		close_blk(name, b, false, "the device does not offer VIRTIO_BLK_F_RO");
+		blk_scenario_close(name, b, false, "the device does not offer VIRTIO_BLK_F_RO");
 		return;
 	}
 	bool ok = need_sectors(b, BLK_RO_SECTOR + 1, why) && write_is_refused(b, details, why);
-	close_blk(name, b, ok, ok ? details : why);
+	blk_scenario_close(name, b, ok, ok ? details : why);
 }
 
 /* --- blk-mixed and blk-discard: many requests at CPL3 --- */
@@ -377,17 +377,17 @@ void run_blk_mixed(const char *name, const struct boot_info *info, unsigned pci_
 	char where[WHY_MAX];
 	uint64_t base;
 	memset(r, 0, sizeof(*r));
-	struct blk *b = open_blk(name, pci_flags);
+	struct blk *b = blk_scenario_open(name, pci_flags);
 	if (b == NULL)
 		return;
 	uint64_t bytes = MIXED_MODEL_BYTES + BLK_PIPE_BUFFERS_BYTES;
 	if (!scratch_region(info, bytes, &base, where, sizeof(where))) {
 		ksnprintf(r->why, sizeof(r->why), "no memory for the disk model: %s", where);
-		close_blk(name, b, false, r->why);
+		blk_scenario_close(name, b, false, r->why);
 		return;
 	}
 	if (!need_sectors(b, BLK_MIXED_FIRST + BLK_MIXED_SECTORS, r->why)) {
-		close_blk(name, b, false, r->why);
+		blk_scenario_close(name, b, false, r->why);
 		return;
 	}
 	r->model = (uint8_t *)(uintptr_t)base;
@@ -401,7 +401,7 @@ void run_blk_mixed(const char *name, const struct boot_info *info, unsigned pci_
 	if (ok)
 		ksnprintf(r->why, sizeof(r->why), "requests=%u checksum=0x%016llx",
 			  r->mixed_requests_started, (unsigned long long)r->checksum);
-	close_blk(name, b, ok, r->why);
+	blk_scenario_close(name, b, ok, r->why);
 }
 
 struct discard_run {
@@ -528,7 +528,7 @@ void run_blk_discard(const char *name, const struct boot_info *info, unsigned pc
 	char where[WHY_MAX];
 	uint64_t base;
 	memset(r, 0, sizeof(*r));
-	struct blk *b = open_blk(name, pci_flags);
+	struct blk *b = blk_scenario_open(name, pci_flags);
 	if (b == NULL)
 		return;
 	r->blk = b;
@@ -538,7 +538,7 @@ void run_blk_discard(const char *name, const struct boot_info *info, unsigned pc
 		if (!scratch_region(info, BLK_PIPE_BUFFERS_BYTES + BLK_PIPE_BUFFER_BYTES, &base, where,
 				    sizeof(where))) {
 			ksnprintf(r->why, sizeof(r->why), "no memory for the buffers: %s", where);
-			close_blk(name, b, false, r->why);
+			blk_scenario_close(name, b, false, r->why);
 			return;
 		}
 		r->fill = (uint8_t *)(uintptr_t)base + BLK_PIPE_BUFFERS_BYTES;
@@ -550,5 +550,5 @@ void run_blk_discard(const char *name, const struct boot_info *info, unsigned pc
 		ksnprintf(r->why, sizeof(r->why), "discard=%s write_zeroes=%s",
 			  !b->discard ? "no" : r->discarded_nonzero > 0 ? "kept" : "yes",
 			  b->write_zeroes ? "yes" : "no");
-	close_blk(name, b, ok, r->why);
+	blk_scenario_close(name, b, ok, r->why);
 }

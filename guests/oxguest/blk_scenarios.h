@@ -38,9 +38,11 @@
 #ifndef OXGUEST_BLK_SCENARIOS_H
 #define OXGUEST_BLK_SCENARIOS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bootinfo.h"
+#include "virtio_blk.h"
 
 #define BLK_READ_FIRST 0
 #define BLK_READ_SECTORS 8
@@ -68,6 +70,15 @@ static inline uint8_t blk_write_pattern(uint64_t sector, uint32_t i)
 {
 	return (uint8_t)(sector * 17 + i * 3 + 1);
 }
+
+/*
+ * For every blk scenario (blk_bench.c too): finds and opens the first virtio-blk function and
+ * prints the device line above; NULL after printing the scenario's FAIL line. The device and
+ * its ring are this file's (scenarios run one at a time). CPL0.
+ */
+struct blk *blk_scenario_open(const char *name, unsigned pci_flags);
+/* Resets the device (leaving it as found) and prints the TEST line: PASS text or FAIL text. */
+void blk_scenario_close(const char *name, struct blk *b, bool ok, const char *text);
 
 void run_blk_info(const char *name, unsigned pci_flags);
 void run_blk_read(const char *name, unsigned pci_flags);

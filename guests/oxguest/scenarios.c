@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "acpi.h"
+#include "blk_bench.h"
 #include "blk_scenarios.h"
 #include "cmos.h"
 #include "console.h"
@@ -17,6 +18,7 @@
 #include "smp.h"
 #include "string.h"
 #include "timer.h"
+#include "virtio_balloon.h"
 #include "virtio_rng.h"
 
 #define WORD_MAX 64
@@ -311,6 +313,11 @@ static void run_virtio_rng_scenario(const struct ctx *ctx)
 	run_virtio_rng(ctx->name, pci_scan_flags(ctx));
 }
 
+static void run_balloon_scenario(const struct ctx *ctx)
+{
+	run_balloon(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
 static void run_blk_info_scenario(const struct ctx *ctx)
 {
 	run_blk_info(ctx->name, pci_scan_flags(ctx));
@@ -339,6 +346,21 @@ static void run_blk_mixed_scenario(const struct ctx *ctx)
 static void run_blk_discard_scenario(const struct ctx *ctx)
 {
 	run_blk_discard(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_blk_bench_seq_read_scenario(const struct ctx *ctx)
+{
+	run_blk_bench_seq_read(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_blk_bench_seq_write_scenario(const struct ctx *ctx)
+{
+	run_blk_bench_seq_write(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_blk_bench_rand_read_scenario(const struct ctx *ctx)
+{
+	run_blk_bench_rand_read(ctx->name, ctx->info, pci_scan_flags(ctx));
 }
 
 static void run_demo(const struct ctx *ctx)
@@ -379,12 +401,16 @@ static const struct scenario scenarios[] = {
 	{"wait-shutdown", run_wait_shutdown, 0},
 	{"pci", run_pci_scenario, 0},
 	{"virtio-rng", run_virtio_rng_scenario, 0},
+	{"balloon", run_balloon_scenario, 0},
 	{"blk-info", run_blk_info_scenario, 0},
 	{"blk-read", run_blk_read_scenario, 0},
 	{"blk-write", run_blk_write_scenario, 0},
 	{"blk-ro", run_blk_ro_scenario, 0},
 	{"blk-mixed", run_blk_mixed_scenario, 0},
 	{"blk-discard", run_blk_discard_scenario, 0},
+	{"blk-bench-seq-read", run_blk_bench_seq_read_scenario, 0},
+	{"blk-bench-seq-write", run_blk_bench_seq_write_scenario, 0},
+	{"blk-bench-rand-read", run_blk_bench_rand_read_scenario, 0},
 	{"demo", run_demo, 0},
 };
 

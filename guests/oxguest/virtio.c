@@ -296,10 +296,11 @@ static uint64_t config_read_once(uintptr_t addr, uint32_t width)
 	}
 }
 
-bool virtio_config_read(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t *value)
+/* A naturally aligned field of 1, 2, 4 or 8 bytes inside the device configuration region. */
+static bool config_field_ok(struct virtio_dev *dev, uint32_t offset, uint32_t width)
 {
 	if (width != 1 && width != 2 && width != 4 && width != 8)
-		return set_error(dev, "configuration read of width %u", width);
+		return set_error(dev, "configuration access of width %u", width);
 	if (offset % width != 0)
 		return set_error(dev, "configuration field at 0x%x is not %u-byte aligned", offset,
 				 width);
@@ -308,6 +309,36 @@ bool virtio_config_read(struct virtio_dev *dev, uint32_t offset, uint32_t width,
 				 "configuration field 0x%x+%u lies outside the device's %u-byte "
 				 "configuration region",
 				 offset, width, dev->device_cfg_len);
+	return true;
+}
+
+bool virtio_config_write(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t value)
+{
+	if (!config_field_ok(dev, offset, width))
+		return false;
+	uintptr_t addr = dev->device_cfg + offset;
+	switch (width) {
+	case 1:
+		mmio_write8(addr, (uint8_t)value);
+		break;
+	case 2:
+		mmio_write16(addr, (uint16_t)value);
+		break;
+	case 4:
+		mmio_write32(addr, (uint32_t)value);
+		break;
+	default:
+		mmio_write32(addr, (uint32_t)value);
+		mmio_write32(addr + 4, (uint32_t)(value >> 32));
+		break;
+	}
+	return true;
+}
+
+bool virtio_config_read(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t *value)
+{
+	if (!config_field_ok(dev, offset, width))
+		return false;
 	for (int attempt = 0; attempt < CONFIG_READ_ATTEMPTS; attempt++) {
 		uint8_t before = mmio_read8(dev->common + COMMON_CONFIG_GENERATION);
 		uint64_t read = config_read_once(dev->device_cfg + offset, width);
@@ -356,7 +387,16 @@ int virtq_add(struct virtq *q, const struct virtq_buf *bufs, uint16_t count)
 
 void virtq_kick(const struct virtq *q)
 {
-	compiler_barrier();
+	/*
+	 * avail.idx (written by virtq_add) must be visible before used.flags is read, or a device
+	 * that re-enables notifications and then checks avail.idx could miss this buffer: a
+	 * store-load order, which x86 keeps only across a locked instruction (not mfence: KVM's
+	 * instruction emulator, which runs CPL0 code on some hosts, does not implement it).
+	 */
+	__asm__ volatile("lock addl $0, (%%rsp)" : : : "memory", "cc");
+	/* Without EVENT_IDX the driver should not notify while the device says it polls (2.7.10). */
+	if (*(volatile uint16_t *)&q->mem->used.flags & VIRTQ_USED_F_NO_NOTIFY)
+		return;
 	mmio_write16(q->notify, q->index);
 }
 

@@ -7,6 +7,7 @@
  *   virtio_negotiate(&dev, wanted)  device-specific features wanted; VERSION_1 is required
  *   virtq_init(&dev, &q, 0, &mem)   for each queue, with caller-owned ring memory
  *   virtio_config_read(&dev, offset, width, &value)   device-specific configuration fields
+ *   virtio_config_write(&dev, offset, width, value)   (the few the driver writes)
  *   virtio_driver_ok(&dev)
  *   virtq_add(&q, bufs, n); virtq_kick(&q); virtq_wait_used(&q, timeout_us, &used)
  *   virtio_reset(&dev)              when done (also frees the rings for reuse)
@@ -55,6 +56,8 @@
 
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
+/* In used.flags: the device is processing the queue and needs no notification. */
+#define VIRTQ_USED_F_NO_NOTIFY 1
 
 #define VIRTIO_ERROR_MAX 120
 
@@ -160,12 +163,22 @@ void virtio_driver_ok(struct virtio_dev *dev);
  * device's configuration region, a bad width or alignment, or a generation that never settles.
  */
 bool virtio_config_read(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t *value);
+/*
+ * Writes a field of the device-specific configuration (the few the driver owns, like the
+ * balloon's actual): same widths, alignment and bounds as virtio_config_read, one access of
+ * the field's width (8-byte fields as two 32-bit halves, low first).
+ */
+bool virtio_config_write(struct virtio_dev *dev, uint32_t offset, uint32_t width, uint64_t value);
 /* Status 0, then waits (bounded) until the device reads back 0. */
 bool virtio_reset(struct virtio_dev *dev);
 uint8_t virtio_status(const struct virtio_dev *dev);
 
 /* Adds a chain of count buffers; returns its head, or -1 when too few descriptors are free. */
 int virtq_add(struct virtq *q, const struct virtq_buf *bufs, uint16_t count);
+/*
+ * Notifies the device of new buffers, unless it set VIRTQ_USED_F_NO_NOTIFY (it is then
+ * processing the queue and will see them before it stops; virtio 1.2, 2.7.10).
+ */
 void virtq_kick(const struct virtq *q);
 /* Takes the next completion, if any, and frees its descriptors. */
 enum virtq_poll virtq_take_used(struct virtio_dev *dev, struct virtq *q,

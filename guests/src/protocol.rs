@@ -10,11 +10,18 @@
 //! The `pci` scenario lists functions in its details ([`parse_pci_devices`]) and describes each
 //! on a `pci: ` line ([`parse_pci_function_line`]).
 //! The virtio-blk scenarios' disk contents and lines are in the `blk` part (re-exported
-//! here: [`blk_pattern`], [`blk_mixed_checksum`], [`parse_blk_info_details`], ...).
+//! here: [`blk_pattern`], [`blk_mixed_checksum`], [`parse_blk_info_details`], ...); the
+//! virtio-blk benchmarks' in the `blk_bench` part ([`BlkBenchParams`], [`blk_bench_stamp`],
+//! [`parse_blk_bench_details`], ...); the `balloon` scenario's in the `balloon` part
+//! ([`BALLOON_WAITING`], [`parse_balloon_inflated_line`], ...).
 
+mod balloon;
 mod blk;
+mod blk_bench;
 
+pub use balloon::*;
 pub use blk::*;
+pub use blk_bench::*;
 
 /// First line on the PVH path, printed before anything else (time-to-first-byte marker).
 pub const STARTED_PVH: &str = "oxguest: started (pvh)";
@@ -68,12 +75,16 @@ pub const SCENARIOS: &[&str] = &[
     "wait-shutdown",
     "pci",
     "virtio-rng",
+    "balloon",
     "blk-info",
     "blk-read",
     "blk-write",
     "blk-ro",
     "blk-mixed",
     "blk-discard",
+    "blk-bench-seq-read",
+    "blk-bench-seq-write",
+    "blk-bench-rand-read",
     "demo",
 ];
 

@@ -821,3 +821,106 @@ fn qemu_blk_without_the_device_fails_cleanly() {
         );
     }
 }
+
+/// A disk image stamped as `bench/blk.sh` stamps it (host tag in every 4 KiB block).
+fn stamped_image(tag: &str) -> TempPath {
+    let mut image = vec![0x5Au8; BLK_IMAGE_SECTORS as usize * protocol::BLK_SECTOR_SIZE];
+    protocol::blk_bench_stamp(&mut image, 0, protocol::BLK_BENCH_HOST_TAG);
+    let path = TempPath::new(tag);
+    std::fs::write(&path.0, &image).expect("write the disk image");
+    path
+}
+
+fn stamped_drive(path: &TempPath) -> String {
+    format!("if=none,id=d0,file={},format=raw", path.0.display())
+}
+
+/// Tiny runs of the benchmarks (they are timed by bench/blk.sh on KVM, not here): every
+/// request completes, reads find the planted stamps, writes land where they should.
+#[test]
+fn qemu_blk_bench_scenarios_move_the_bytes_they_report() {
+    let image = stamped_image("blk-bench");
+    let cmdline =
+        "blk-bench-seq-read blk-bench-rand-read blk-bench-seq-write bench-mib=2 bench-qd=3";
+
+    let run = boot_with_disk(cmdline, None, &stamped_drive(&image));
+
+    assert_clean_finish(&run);
+    let scenarios = [
+        (protocol::BLK_BENCH_SEQ_READ, 16, 131_072),
+        (protocol::BLK_BENCH_RAND_READ, 512, 4096),
+        (protocol::BLK_BENCH_SEQ_WRITE, 16, 131_072),
+    ];
+    for (name, requests, req_bytes) in scenarios {
+        let report = protocol::parse_blk_bench_details(&assert_pass(&run, name))
+            .unwrap_or_else(|| panic!("malformed {name} details; output:\n{}", run.output));
+        assert_eq!(
+            (report.bytes, report.requests, report.req_bytes, report.qd),
+            (2 << 20, requests, req_bytes, 3),
+            "{name}"
+        );
+        assert!(report.ns > 0, "{name} took no time");
+        let times = run
+            .output
+            .lines()
+            .find_map(|line| protocol::parse_blk_bench_times_line(line, name));
+        assert!(
+            times.is_some(),
+            "no {name} times line; output:\n{}",
+            run.output
+        );
+    }
+    let contents = std::fs::read(&image.0).expect("read the disk image");
+    let (written, rest) = contents.split_at(2 << 20);
+    assert_eq!(
+        protocol::blk_bench_check_stamps(written, 0, Some(protocol::BLK_BENCH_GUEST_TAG)),
+        Ok(())
+    );
+    assert_eq!(
+        protocol::blk_bench_check_stamps(rest, 2 << 20, Some(protocol::BLK_BENCH_HOST_TAG)),
+        Ok(())
+    );
+}
+
+#[test]
+fn qemu_blk_bench_reads_fail_on_misplaced_data_and_bad_options() {
+    let image = stamped_image("blk-bench-bad");
+    let mut contents = std::fs::read(&image.0).expect("read the disk image");
+    contents[(1 << 20) + 8192..][..8].copy_from_slice(&7u64.to_le_bytes());
+    std::fs::write(&image.0, &contents).expect("write the disk image");
+
+    let misplaced = boot_with_disk(
+        "blk-bench-seq-read bench-mib=2",
+        None,
+        &stamped_drive(&image),
+    );
+    let bad_qd = boot_with_disk(
+        "blk-bench-seq-read bench-qd=9",
+        None,
+        &stamped_drive(&image),
+    );
+    let too_big = boot_with_disk(
+        "blk-bench-seq-write bench-mib=16",
+        None,
+        &stamped_drive(&image),
+    );
+
+    let fail = |run: &Run, name: &str| {
+        assert_clean_finish(run);
+        let line = protocol::find(&run.output, name).expect("reported");
+        assert_eq!(line.outcome, Outcome::Fail, "output:\n{}", run.output);
+        line.details.to_string()
+    };
+    assert_eq!(
+        fail(&misplaced, protocol::BLK_BENCH_SEQ_READ),
+        "read at offset 1048576: block at offset 1056768 holds stamp 0x7, expected 0x102000"
+    );
+    assert_eq!(
+        fail(&bad_qd, protocol::BLK_BENCH_SEQ_READ),
+        "bad bench-qd= value (decimal, 1 to 8)"
+    );
+    assert_eq!(
+        fail(&too_big, protocol::BLK_BENCH_SEQ_WRITE),
+        "the disk has 16384 sectors, the scenario needs 32768"
+    );
+}

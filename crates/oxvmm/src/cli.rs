@@ -59,6 +59,9 @@ pub struct Args {
     /// `path=F[,readonly=on][,direct=on][,serial=S][,id=ID][,bw=50M][,iops=1000]`.
     #[arg(long = "disk", value_name = "path=F,...")]
     disks: Vec<String>,
+    /// Add a virtio-balloon device: `size=N[,deflate-on-oom=on][,stats=on]`.
+    #[arg(long, value_name = "size=N,...")]
+    balloon: Option<String>,
     /// Add a virtio-rng device: `--rng` (entropy from /dev/urandom) or `--rng src=PATH`.
     #[arg(long, value_name = "src=PATH", num_args = 0..=1, default_missing_value = "")]
     rng: Option<String>,
@@ -118,6 +121,7 @@ fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
         ("--config", args.config.is_some()),
         ("--demo", args.demo),
         ("--rng", args.rng.is_some()),
+        ("--balloon", args.balloon.is_some()),
         ("--disk", !args.disks.is_empty()),
     ];
     given
@@ -164,6 +168,7 @@ pub fn build_config(args: &Args) -> anyhow::Result<VmConfig> {
                 serial: SerialConfig::default(),
                 on_reboot: OnReboot::default(),
                 rng: None,
+                balloon: None,
                 disks: Vec::new(),
             }
         }
@@ -211,6 +216,9 @@ fn apply_overrides(args: &Args, config: &mut VmConfig) -> anyhow::Result<()> {
             .iter()
             .map(|d| d.parse().map_err(|e| anyhow!("--disk {e}")))
             .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(balloon) = &args.balloon {
+        config.balloon = Some(balloon.parse().map_err(|e| anyhow!("--balloon {e}"))?);
     }
     if let Some(rng) = &args.rng {
         config.rng = Some(rng.parse().map_err(|e| anyhow!("--rng {e}"))?);

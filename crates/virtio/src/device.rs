@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueState, QueueT};
 
 use crate::VirtioMemory;
+use crate::balloon::BalloonState;
 use crate::rng::RngState;
 
 /// How a device interrupts the driver, whatever the transport (MSI-X vectors or INTx and
@@ -72,6 +73,8 @@ pub enum DeviceError {
 pub enum VirtioDeviceState {
     /// virtio-rng.
     Rng(RngState),
+    /// virtio-balloon (boxed: its statistics make it far larger than the others).
+    Balloon(Box<BalloonState>),
 }
 
 impl VirtioDeviceState {
@@ -79,6 +82,7 @@ impl VirtioDeviceState {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Rng(_) => "virtio-rng",
+            Self::Balloon(_) => "virtio-balloon",
         }
     }
 }

@@ -24,6 +24,7 @@
 //! or the device is marked `DEVICE_NEEDS_RESET`), never a panic or an access outside guest
 //! memory.
 
+pub mod balloon;
 pub mod block;
 pub mod chain;
 mod device;

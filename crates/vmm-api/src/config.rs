@@ -36,9 +36,56 @@ pub struct VmConfig {
     /// A virtio-rng device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<RngConfig>,
+    /// A virtio-balloon device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonConfig>,
     /// virtio-blk disks, in PCI slot order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskConfig>,
+}
+
+/// The virtio-balloon device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonConfig {
+    /// How much memory the balloon takes from the guest at boot, in MiB.
+    #[serde(default)]
+    pub size_mib: u64,
+    /// Let the guest deflate the balloon when it runs out of memory.
+    #[serde(default)]
+    pub deflate_on_oom: bool,
+    /// Offer the statistics queue.
+    #[serde(default)]
+    pub stats: bool,
+}
+
+impl FromStr for BalloonConfig {
+    type Err = ParseError;
+
+    /// `size=N[,deflate-on-oom=on][,stats=on]` (N like `--memory`: 64M, 1G, or MiB).
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let mut balloon = BalloonConfig::default();
+        for item in text.split(',').filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some(("size", value)) => {
+                    balloon.size_mib = parse_memory_mib(value).map_err(|e| {
+                        ParseError::new(text, format!("size={value}: {}", e.problem))
+                    })?;
+                }
+                Some(("deflate-on-oom", value)) => {
+                    balloon.deflate_on_oom = parse_on_off(text, "deflate-on-oom", value)?;
+                }
+                Some(("stats", value)) => balloon.stats = parse_on_off(text, "stats", value)?,
+                _ => {
+                    return Err(ParseError::new(
+                        text,
+                        format!("unknown item {item:?} (expected size, deflate-on-oom, stats)"),
+                    ));
+                }
+            }
+        }
+        Ok(balloon)
+    }
 }
 
 /// One virtio-blk disk.
@@ -413,6 +460,19 @@ mod tests {
         );
         assert!(parse_memory_mib("99999999999999999999").is_err());
         assert!(parse_memory_mib("99999999999T").is_err());
+    }
+
+    #[test]
+    fn balloon_options_parse() {
+        let balloon: BalloonConfig = "size=64M,deflate-on-oom=on,stats=on".parse().unwrap();
+        assert_eq!(balloon.size_mib, 64);
+        assert!(balloon.deflate_on_oom && balloon.stats);
+        assert_eq!(
+            "".parse::<BalloonConfig>().unwrap(),
+            BalloonConfig::default()
+        );
+        assert!("size=lots".parse::<BalloonConfig>().is_err());
+        assert!("volume=3".parse::<BalloonConfig>().is_err());
     }
 
     #[test]

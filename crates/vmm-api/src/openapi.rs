@@ -13,8 +13,8 @@ mod tests {
     use serde_json::Value;
 
     use super::OPENAPI_JSON;
+    use crate::config::{BalloonConfig, DiskConfig, RngConfig, SerialConfig, VmConfig};
     use crate::config::{BootProtocol, CpusConfig, MemoryConfig, OnReboot, PayloadConfig};
-    use crate::config::{DiskConfig, RngConfig, SerialConfig, VmConfig};
     use crate::routes::ROUTES;
     use crate::types::*;
 
@@ -69,6 +69,11 @@ mod tests {
             serial: SerialConfig::Off,
             on_reboot: OnReboot::Exit,
             rng: Some(RngConfig::default()),
+            balloon: Some(BalloonConfig {
+                size_mib: 1,
+                deflate_on_oom: true,
+                stats: true,
+            }),
             disks: vec![DiskConfig {
                 path: PathBuf::from("/d"),
                 readonly: true,

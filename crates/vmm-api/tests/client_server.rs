@@ -38,6 +38,7 @@ fn config() -> VmConfig {
         serial: Default::default(),
         on_reboot: Default::default(),
         rng: None,
+        balloon: None,
         disks: Vec::new(),
     }
 }

@@ -23,6 +23,28 @@ fn conflict(message: &str) -> ApiReply {
 }
 
 impl Machine {
+    /// Sets the balloon so that the guest keeps `target_mib` MiB.
+    fn set_balloon(&self, target_mib: u64) -> ApiReply {
+        let Some(balloon) = &self.devices.pci.balloon else {
+            return Err(ApiError {
+                status: 400,
+                message: "this VM has no balloon device (start it with --balloon)".to_string(),
+            });
+        };
+        let ram_bytes = self.config.memory.size_mib << 20;
+        let pages =
+            virtio::balloon::pages_for_target_mib(target_mib, ram_bytes).map_err(|e| ApiError {
+                status: 400,
+                message: format!("target_mib {target_mib}: {e}"),
+            })?;
+        balloon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .device_mut()
+            .set_target_pages(pages);
+        Ok(None)
+    }
+
     /// Handles one request; the VM keeps running whatever the outcome.
     pub(crate) fn handle_api(&mut self, boot: &Boot, request: ApiRequest) -> ApiReply {
         let paused = boot.threads.is_paused();
@@ -66,12 +88,7 @@ impl Machine {
                 Ok(None)
             }
             ApiRequest::Counters => json(self.counters.snapshot()),
-            ApiRequest::Balloon(_) => Err(ApiError {
-                status: 400,
-                message: "not supported: this VM has no balloon device (virtio-balloon is not \
-                          implemented yet)"
-                    .to_string(),
-            }),
+            ApiRequest::Balloon(request) => self.set_balloon(request.target_mib),
             ApiRequest::Snapshot(request) => self.snapshot(boot, &request),
         }
     }

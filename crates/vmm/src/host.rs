@@ -181,6 +181,7 @@ mod tests {
             serial: SerialConfig::Off,
             on_reboot: OnReboot::Restart,
             rng: None,
+            balloon: None,
             disks: Vec::new(),
         }
     }

@@ -14,10 +14,11 @@ use devices::pci::{
 };
 use devices::{MsiSink, PowerEvents};
 use serde::{Deserialize, Serialize};
+use virtio::balloon::{Balloon, BalloonOptions, GuestMemoryReleaser, pages_for_size};
 use virtio::pci::VirtioPciState;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::{DiskConfig, VmConfig};
+use crate::config::{BalloonConfig, DiskConfig, VmConfig};
 use crate::error::VmmError;
 use crate::ioevents::{IoEvents, QueueNotify};
 
@@ -35,6 +36,8 @@ pub struct PciDevices {
     virtio: Vec<Arc<Mutex<dyn QueueNotify>>>,
     /// The queues' ioeventfds.
     pub ioevents: Arc<IoEvents>,
+    /// The balloon, if the VM has one.
+    pub balloon: Option<BalloonHandle>,
 }
 
 /// The PCI state a snapshot keeps.
@@ -74,9 +77,45 @@ fn handles<D: virtio::VirtioDevice + 'static>(
     }
 }
 
+/// The balloon, which the control API drives.
+pub type BalloonHandle = Arc<Mutex<virtio::pci::VirtioPciDevice<Balloon>>>;
+
+fn balloon_device(
+    balloon: &BalloonConfig,
+    config: &VmConfig,
+    context: &PciContext<'_>,
+    intx: Arc<dyn devices::IrqLine>,
+) -> Result<BalloonHandle, VmmError> {
+    let failed = |problem: String| VmmError::InvalidOption {
+        option: "--balloon",
+        value: format!("size={}M", balloon.size_mib),
+        problem,
+    };
+    let ram_bytes = config.memory.size_mib << 20;
+    let target_pages =
+        pages_for_size(balloon.size_mib << 20, ram_bytes).map_err(|e| failed(e.to_string()))?;
+    let device = Balloon::new(
+        BalloonOptions {
+            target_pages,
+            deflate_on_oom: balloon.deflate_on_oom,
+            stats: balloon.stats,
+        },
+        Box::new(GuestMemoryReleaser::new(context.memory.clone())),
+    );
+    let device = virtio::pci::VirtioPciDevice::new(
+        device,
+        context.memory.clone(),
+        context.msi.clone(),
+        intx,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    Ok(Arc::new(Mutex::new(device)))
+}
+
 fn virtio_devices(
     config: &VmConfig,
     context: &PciContext<'_>,
+    balloon: &mut Option<BalloonHandle>,
 ) -> Result<Vec<VirtioHandles>, VmmError> {
     let mut devices: Vec<VirtioHandles> = Vec::new();
     // Devices take slots 1, 2, … in this order (the host bridge is slot 0); the DSDT's _PRT
@@ -102,6 +141,14 @@ fn virtio_devices(
             problem: e.to_string(),
         })?;
         devices.push(handles(device));
+    }
+    if let Some(settings) = &config.balloon {
+        let device = balloon_device(settings, config, context, intx(devices.len()))?;
+        devices.push(VirtioHandles {
+            pci: device.clone(),
+            queues: device.clone(),
+        });
+        *balloon = Some(device);
     }
     for (index, disk) in config.disks.iter().enumerate() {
         let device = block_device(disk, index)?;
@@ -173,7 +220,8 @@ impl PciDevices {
     /// Builds the root complex with the devices `config` asks for, BARs placed in the window.
     pub fn new(config: &VmConfig, context: PciContext<'_>) -> Result<Self, VmmError> {
         let mut root = PciRoot::new();
-        let devices = virtio_devices(config, &context)?;
+        let mut balloon = None;
+        let devices = virtio_devices(config, &context, &mut balloon)?;
         let notifiers: Vec<Arc<Mutex<dyn QueueNotify>>> =
             devices.iter().map(|d| d.queues.clone()).collect();
         let ioevents = Arc::new(IoEvents::new(&notifiers).map_err(pci_error)?);
@@ -204,6 +252,7 @@ impl PciDevices {
             root,
             virtio: notifiers,
             ioevents,
+            balloon,
         })
     }
 

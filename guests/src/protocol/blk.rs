@@ -94,7 +94,7 @@ pub fn sector_bytes_mut(image: &mut [u8], sectors: Range<u64>) -> Option<&mut [u
 }
 
 /// The next value of splitmix64 (the generator `blk-mixed` uses).
-fn splitmix64(state: &mut u64) -> u64 {
+pub(super) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -174,7 +174,10 @@ pub fn blk_mixed_checksum(image: &[u8]) -> Option<u64> {
 }
 
 /// The values of `key=value` fields, which must be exactly `keys`, in this order.
-fn key_values<'a, const N: usize>(text: &'a str, keys: [&str; N]) -> Option<[&'a str; N]> {
+pub(super) fn key_values<'a, const N: usize>(
+    text: &'a str,
+    keys: [&str; N],
+) -> Option<[&'a str; N]> {
     let mut fields = text.trim_end_matches(['\r', '\n']).split(' ');
     let mut values = [""; N];
     for (value, key) in values.iter_mut().zip(keys) {
