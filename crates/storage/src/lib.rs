@@ -23,7 +23,7 @@ mod test_utils;
 use std::io;
 
 pub use rate_limit::{Clock, MonotonicClock, RateLimitError, RateLimiter, TokenBucket};
-pub use raw::{Operation, RawFile, RawFileError, RawFileOptions};
+pub use raw::{AlignedBuffer, Operation, RawFile, RawFileError, RawFileOptions};
 
 /// A disk: a fixed number of bytes that can be read, written, flushed, discarded and
 /// zeroed. Ranges must lie inside `0..len()`; a backend refuses others with

@@ -163,15 +163,17 @@ enum Kind {
     BlockDevice { logical_block: u64 },
 }
 
-/// A heap buffer whose start is aligned (for `O_DIRECT`).
-struct AlignedBuffer {
+/// A heap buffer whose start is aligned (for `O_DIRECT`): callers that pass such buffers to
+/// [`RawFile`] avoid its bounce copy.
+pub struct AlignedBuffer {
     storage: Vec<u8>,
     start: usize,
     len: usize,
 }
 
 impl AlignedBuffer {
-    fn new(len: usize, align: usize) -> Self {
+    /// `len` zero bytes starting at a multiple of `align` (a power of two).
+    pub fn new(len: usize, align: usize) -> Self {
         let storage = vec![0u8; len + align];
         // The address only picks the offset into our own allocation, which never moves.
         let addr = storage.as_ptr() as usize;
@@ -183,8 +185,14 @@ impl AlignedBuffer {
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [u8] {
+    /// The aligned bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + self.len]
+    }
+
+    /// The aligned bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
     }
 }
 
