@@ -9,26 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=10
-if (($# > 0)) && [[ $1 != -- ]]; then
-    runs=$1
-    shift
-fi
-if (($# > 0)) && [[ $1 == -- ]]; then
-    shift
-fi
-if ! [[ $runs =~ ^[0-9]+$ ]] || ((runs < 1)); then
-    echo "usage: $0 [RUNS] [-- EXTRA_SNAPSHOT_BENCH_ARGS...]" >&2
-    exit 64
-fi
-if ((runs < 10)); then
-    echo "$0: note: medians of fewer than 10 runs are not worth quoting" >&2
-fi
-[[ -w /dev/kvm ]] || {
-    echo "$0: needs read-write /dev/kvm" >&2
-    exit 1
-}
-
-cargo build --release --quiet -p oxvmm -p kvm-floor
-release=${CARGO_TARGET_DIR:-target}/release
-exec "$release/snapshot-bench" --runs "$runs" --oxvmm "$release/oxvmm" "$@"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_setup 10 10 "$@"
+exec "$release/snapshot-bench" --runs "$runs" --oxvmm "$release/oxvmm" "${extra[@]}"

@@ -62,6 +62,43 @@ fn paused_snapshot(vmm: &mut LiveVmm, client: &Client, destination: &Path, diff:
     before
 }
 
+/// Boots `cmdline` (whose `serial-echo` makes the guest wait for a line) with `extra` options,
+/// waits for `ready` and the serial-echo prompt, snapshots the running VM and kills it;
+/// then restores the snapshot with `input` on standard input and returns the restored run.
+fn snapshot_at_the_prompt_and_restore(
+    dir: &Path,
+    cmdline: &str,
+    extra: &[&str],
+    ready: &str,
+    input: &[u8],
+) -> common::Run {
+    require_kvm();
+    let socket = dir.join("api.sock");
+    let socket_text = socket.to_str().unwrap().to_string();
+    let mut args = vec![
+        "--kernel",
+        guests::OXGUEST_PATH,
+        "--cmdline",
+        cmdline,
+        "--api-socket",
+        &socket_text,
+    ];
+    args.extend_from_slice(extra);
+    let mut vmm = LiveVmm::spawn(&args);
+    vmm.expect_line(|l| l.starts_with(ready), TIMEOUT);
+    vmm.expect_line(|l| l.contains("waiting up to 10 s for a line"), TIMEOUT);
+    let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
+    let snap = dir.join("s");
+    snapshot(&client, &snap, false);
+    // The restored VM opens its disks again: the first one must let go of their locks.
+    vmm.kill();
+    common::oxvmm_with_input(
+        &["--restore", snap.to_str().unwrap(), "--resume"],
+        input,
+        TIMEOUT,
+    )
+}
+
 fn restore(dir: &Path, extra: &[&str]) -> LiveVmm {
     let dir_text = dir.to_str().unwrap().to_string();
     let mut args = vec!["--restore", dir_text.as_str()];
@@ -236,28 +273,13 @@ fn kvm_wrong_version_snapshots_are_refused() {
 #[test]
 fn kvm_virtio_rng_keeps_working_after_restore() {
     let dir = temp_dir("snap-virtio");
-    require_kvm();
-    let socket = dir.join("api.sock");
-    let mut vmm = LiveVmm::spawn(&[
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        "virtio-rng serial-echo virtio-rng",
-        "--rng",
-        "--api-socket",
-        socket.to_str().unwrap(),
-    ]);
-    vmm.expect_line(|l| l.starts_with("TEST virtio-rng PASS"), TIMEOUT);
-    vmm.expect_line(|l| l.contains("waiting up to 10 s for a line"), TIMEOUT);
-    let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
-    let snap = dir.join("s");
-    snapshot(&client, &snap, false);
-    vmm.kill();
 
-    let run = common::oxvmm_with_input(
-        &["--restore", snap.to_str().unwrap(), "--resume"],
+    let run = snapshot_at_the_prompt_and_restore(
+        &dir,
+        "virtio-rng serial-echo virtio-rng",
+        &["--rng"],
+        "TEST virtio-rng PASS",
         b"after-restore\n",
-        TIMEOUT,
     );
 
     run.assert_exit(0);
@@ -304,36 +326,19 @@ fn kvm_disk_reads_work_after_restore() {
     use guests::protocol::{BLK_MIN_SECTORS, BLK_READ_SECTORS, blk_pattern, pattern_bytes};
 
     let dir = temp_dir("snap-disk");
-    require_kvm();
     let mut image = vec![0u8; BLK_MIN_SECTORS as usize * 512];
     let planted = pattern_bytes(BLK_READ_SECTORS, blk_pattern);
     image[..planted.len()].copy_from_slice(&planted);
     let disk = dir.join("disk.img");
     std::fs::write(&disk, &image).unwrap();
-    let socket = dir.join("api.sock");
     let disk_option = format!("path={}", disk.display());
-    let mut vmm = LiveVmm::spawn(&[
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        "blk-read serial-echo blk-read",
-        "--disk",
-        &disk_option,
-        "--api-socket",
-        socket.to_str().unwrap(),
-    ]);
-    vmm.expect_line(|l| l.starts_with("TEST blk-read PASS"), TIMEOUT);
-    vmm.expect_line(|l| l.contains("waiting up to 10 s for a line"), TIMEOUT);
-    let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
-    let snap = dir.join("s");
-    snapshot(&client, &snap, false);
-    // The restored VM opens the disk again: the first one must let go of its lock.
-    vmm.kill();
 
-    let run = common::oxvmm_with_input(
-        &["--restore", snap.to_str().unwrap(), "--resume"],
+    let run = snapshot_at_the_prompt_and_restore(
+        &dir,
+        "blk-read serial-echo blk-read",
+        &["--disk", &disk_option],
+        "TEST blk-read PASS",
         b"go\n",
-        TIMEOUT,
     );
 
     run.assert_exit(0);
