@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use crate::DiskBackend;
 use crate::sys::{self, LockKind};
+use crate::vectored::{self, Direction, IoSliceRaw};
 
 /// Size of the bounce buffer for unaligned direct I/O, and of the zero buffer for
 /// write-zeroes done by writing.
@@ -231,6 +232,17 @@ impl DirectIo {
         }
     }
 
+    /// Whether `preadv`/`pwritev` may take `iovecs` at `offset` as they are: the offset
+    /// and every segment's length a multiple of the offset alignment, every segment's
+    /// address of the memory alignment.
+    fn takes_vectored(&self, offset: u64, iovecs: &[libc::iovec]) -> bool {
+        offset.is_multiple_of(self.offset_align)
+            && iovecs.iter().all(|iovec| {
+                (iovec.iov_len as u64).is_multiple_of(self.offset_align)
+                    && (iovec.iov_base as usize as u64).is_multiple_of(self.memory_align)
+            })
+    }
+
     fn is_aligned(&self, offset: u64, len: usize, buffer: *const u8) -> bool {
         offset.is_multiple_of(self.offset_align)
             && (len as u64).is_multiple_of(self.offset_align)
@@ -350,6 +362,9 @@ pub struct RawFile {
     read_only: bool,
     kind: Kind,
     direct: Option<DirectIo>,
+    /// Bounce buffer of the vectored accesses `O_DIRECT` cannot take as they are
+    /// (allocated on first use).
+    vectored_bounce: Option<AlignedBuffer>,
 }
 
 impl fmt::Debug for RawFile {
@@ -404,6 +419,7 @@ impl RawFile {
             read_only: options.read_only,
             kind,
             direct,
+            vectored_bounce: None,
         })
     }
 
@@ -504,6 +520,78 @@ impl RawFile {
     }
 }
 
+/// Reads and writes of ranges already checked against the disk.
+impl RawFile {
+    fn read_checked(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match &mut self.direct {
+            Some(direct) if !direct.is_aligned(offset, buf.len(), buf.as_ptr()) => {
+                direct.read(&self.file, offset, buf)
+            }
+            _ => self.file.read_exact_at(buf, offset),
+        }
+    }
+
+    fn write_checked(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let disk_len = self.len;
+        match &mut self.direct {
+            Some(direct) if !direct.is_aligned(offset, buf.len(), buf.as_ptr()) => {
+                direct.write(&self.file, offset, buf, disk_len)
+            }
+            _ => self.file.write_all_at(buf, offset),
+        }
+    }
+
+    /// The total length of `iovecs`, once it is known to fit the disk at `offset`.
+    fn vectored_len(
+        &self,
+        op: Operation,
+        offset: u64,
+        iovecs: &[IoSliceRaw<'_>],
+    ) -> io::Result<u64> {
+        let len = vectored::total_len(iovecs).unwrap_or(u64::MAX);
+        self.check_range(op, offset, len)?;
+        Ok(len)
+    }
+
+    /// `preadv`/`pwritev` straight to or from the segments; where `O_DIRECT` cannot take
+    /// them as they are (alignment), the rest goes through the aligned bounce buffer.
+    fn vectored(
+        &mut self,
+        direction: Direction,
+        offset: u64,
+        iovecs: &[IoSliceRaw<'_>],
+    ) -> io::Result<()> {
+        let direct = self.direct.as_ref();
+        let ready = |pos: u64, rest: &[libc::iovec]| {
+            direct.is_none_or(|direct| direct.takes_vectored(pos, rest))
+        };
+        let done = match vectored::transfer(&self.file, direction, offset, iovecs, ready)? {
+            Ok(()) => return Ok(()),
+            Err(done) => done,
+        };
+        let rest = vectored::skip(iovecs, done);
+        let pos = offset + done;
+        let mut scratch = self
+            .vectored_bounce
+            .take()
+            .unwrap_or_else(|| AlignedBuffer::new(CHUNK, PAGE as usize));
+        let result = match direction {
+            Direction::Read => {
+                vectored::bounce_read(pos, &rest, scratch.as_mut_slice(), |at, chunk| {
+                    self.read_checked(at, chunk)
+                })
+            }
+            Direction::Write => {
+                vectored::bounce_write(pos, &rest, scratch.as_mut_slice(), |at, chunk| {
+                    self.write_checked(at, chunk)
+                })
+            }
+        };
+        self.vectored_bounce = Some(scratch);
+        result
+    }
+}
+
 fn is_disk(metadata: &std::fs::Metadata) -> bool {
     let file_type = metadata.file_type();
     file_type.is_file() || file_type.is_block_device()
@@ -549,27 +637,29 @@ impl DiskBackend for RawFile {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let len = buf.len() as u64;
         self.check_range(Operation::Read, offset, len)?;
-        let result = match &mut self.direct {
-            Some(direct) if !direct.is_aligned(offset, buf.len(), buf.as_ptr()) => {
-                direct.read(&self.file, offset, buf)
-            }
-            _ => self.file.read_exact_at(buf, offset),
-        };
-        result.map_err(|error| self.io_error(Operation::Read, offset, len, error))
+        self.read_checked(offset, buf)
+            .map_err(|error| self.io_error(Operation::Read, offset, len, error))
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let len = buf.len() as u64;
         self.check_writable(Operation::Write)?;
         self.check_range(Operation::Write, offset, len)?;
-        let disk_len = self.len;
-        let result = match &mut self.direct {
-            Some(direct) if !direct.is_aligned(offset, buf.len(), buf.as_ptr()) => {
-                direct.write(&self.file, offset, buf, disk_len)
-            }
-            _ => self.file.write_all_at(buf, offset),
-        };
-        result.map_err(|error| self.io_error(Operation::Write, offset, len, error))
+        self.write_checked(offset, buf)
+            .map_err(|error| self.io_error(Operation::Write, offset, len, error))
+    }
+
+    fn read_vectored_at(&mut self, offset: u64, iovecs: &[IoSliceRaw<'_>]) -> io::Result<()> {
+        let len = self.vectored_len(Operation::Read, offset, iovecs)?;
+        self.vectored(Direction::Read, offset, iovecs)
+            .map_err(|error| self.io_error(Operation::Read, offset, len, error))
+    }
+
+    fn write_vectored_at(&mut self, offset: u64, iovecs: &[IoSliceRaw<'_>]) -> io::Result<()> {
+        self.check_writable(Operation::Write)?;
+        let len = self.vectored_len(Operation::Write, offset, iovecs)?;
+        self.vectored(Direction::Write, offset, iovecs)
+            .map_err(|error| self.io_error(Operation::Write, offset, len, error))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -891,6 +981,167 @@ mod tests {
         assert!(disk.is_empty());
         disk.read_at(0, &mut []).unwrap();
         assert!(disk.read_at(0, &mut [0]).is_err());
+    }
+
+    /// Splits `buf` into segments of `lens` bytes (their sum must be `buf.len()`).
+    fn split<'a>(mut buf: &'a mut [u8], lens: &[usize]) -> Vec<IoSliceRaw<'a>> {
+        lens.iter()
+            .map(|&len| {
+                let (head, tail) = std::mem::take(&mut buf).split_at_mut(len);
+                buf = tail;
+                IoSliceRaw::from_mut(head)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vectored_reads_and_writes_go_through_split_segments_in_order() {
+        let temp = TempPath::with_pattern("vectored", 64 * 1024);
+        let mut disk = open(&temp, false, false);
+        let mut model = pattern(0, 64 * 1024);
+        let mut read_buf = vec![0u8; 10_000];
+        let mut write_buf: Vec<u8> = (0..7000).map(|i| (i % 251) as u8).collect();
+
+        disk.read_vectored_at(1234, &split(&mut read_buf, &[1, 4095, 0, 5904]))
+            .unwrap();
+        let expected_write = write_buf.clone();
+        disk.write_vectored_at(30_000, &split(&mut write_buf, &[3000, 17, 3983]))
+            .unwrap();
+        model[30_000..37_000].copy_from_slice(&expected_write);
+
+        assert_eq!(read_buf, pattern(1234, 10_000));
+        assert!(temp.contents() == model, "the file differs from the model");
+        assert!(disk.vectored_bounce.is_none(), "buffered I/O never bounces");
+    }
+
+    #[test]
+    fn vectored_io_of_more_segments_than_one_call_takes_is_finished_by_later_calls() {
+        let temp = TempPath::with_pattern("vectored-many", 64 * 1024);
+        let mut disk = open(&temp, false, false);
+        let mut buf = vec![0u8; 1500 * 8];
+
+        disk.read_vectored_at(100, &split(&mut buf, &[8; 1500]))
+            .unwrap();
+
+        assert_eq!(buf, pattern(100, 1500 * 8));
+    }
+
+    #[test]
+    fn a_vectored_read_past_a_file_that_shrank_fails_instead_of_spinning() {
+        let temp = TempPath::with_pattern("vectored-shrunk", 64 * 1024);
+        let mut disk = open(&temp, false, false);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(temp.path())
+            .unwrap()
+            .set_len(40 * 1024)
+            .unwrap();
+        let mut buf = vec![0u8; 8192];
+
+        let error = disk
+            .read_vectored_at(36 * 1024, &split(&mut buf, &[4096, 4096]))
+            .unwrap_err();
+
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            error
+                .to_string()
+                .contains("read of 8192 bytes at offset 36864"),
+            "{error}"
+        );
+        assert_eq!(&buf[..4096], &pattern(36 * 1024, 4096)[..]);
+    }
+
+    #[test]
+    fn vectored_io_out_of_range_or_on_a_read_only_disk_is_refused() {
+        let temp = TempPath::with_pattern("vectored-range", 8192);
+        let mut disk = open(&temp, false, false);
+        let mut buf = vec![0u8; 1024];
+        let mut byte = [0u8; 1];
+        // SAFETY: the segment is only summed with the other and refused, never accessed.
+        let huge = unsafe { IoSliceRaw::new(byte.as_mut_ptr(), usize::MAX) };
+
+        let past_end = disk
+            .write_vectored_at(7680, &split(&mut buf, &[512, 512]))
+            .unwrap_err();
+        let overflow = disk.read_vectored_at(0, &[huge, huge]).unwrap_err();
+        drop(disk);
+        let mut read_only = open(&temp, true, false);
+        let refused = read_only
+            .write_vectored_at(0, &split(&mut buf, &[1024]))
+            .unwrap_err();
+
+        assert_eq!(past_end.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(overflow.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(temp.contents(), pattern(0, 8192));
+    }
+
+    #[test]
+    fn direct_vectored_io_of_aligned_segments_skips_the_bounce_buffer() {
+        let temp = TempPath::with_pattern("vectored-direct", MIB);
+        let mut disk = open(&temp, false, true);
+        let mut model = pattern(0, MIB);
+        let mut read_buf = AlignedBuffer::new(3 * 4096, 4096);
+        let mut write_buf = AlignedBuffer::new(2 * 4096, 4096);
+        write_buf.as_mut_slice().fill(0x3C);
+
+        disk.read_vectored_at(8192, &split(read_buf.as_mut_slice(), &[4096, 8192]))
+            .unwrap();
+        disk.write_vectored_at(65536, &split(write_buf.as_mut_slice(), &[4096, 4096]))
+            .unwrap();
+        model[65536..65536 + 8192].fill(0x3C);
+
+        assert_eq!(read_buf.as_slice(), &pattern(8192, 3 * 4096)[..]);
+        assert!(
+            disk.vectored_bounce.is_none(),
+            "aligned segments went through the bounce"
+        );
+        assert!(
+            read(&mut disk, 0, MIB) == model,
+            "direct reads differ from the model"
+        );
+        assert!(temp.contents() == model, "the file differs from the model");
+    }
+
+    #[test]
+    fn direct_vectored_io_of_unaligned_segments_or_offsets_bounces_correctly() {
+        let len = 2 * MIB + 512;
+        let temp = TempPath::with_pattern("vectored-direct-odd", len);
+        let mut disk = open(&temp, false, true);
+        let mut model = pattern(0, len);
+        let mut odd_address = vec![0u8; 8193];
+        let mut aligned = AlignedBuffer::new(MIB + 8192, 4096);
+        let mut big: Vec<u8> = (0..MIB + 8192).map(|i| (i % 253) as u8).collect();
+        let tail = vec![0x77u8; 700];
+        let mut tail_copy = tail.clone();
+
+        disk.read_vectored_at(4096, &split(&mut odd_address[1..], &[4096, 4096]))
+            .unwrap();
+        let big_data = big.clone();
+        // An aligned offset with a segment length that is not, across more than one chunk.
+        disk.write_vectored_at(4096, &split(&mut big, &[100, MIB, 8092]))
+            .unwrap();
+        model[4096..4096 + MIB + 8192].copy_from_slice(&big_data);
+        // An unaligned offset reaching the unaligned end of the disk.
+        disk.write_vectored_at(len as u64 - 700, &split(&mut tail_copy, &[300, 400]))
+            .unwrap();
+        model[len - 700..].copy_from_slice(&tail);
+        disk.read_vectored_at(
+            4096,
+            &split(aligned.as_mut_slice(), &[512, MIB, 8192 - 512]),
+        )
+        .unwrap();
+
+        assert_eq!(&odd_address[1..], &pattern(4096, 8192)[..]);
+        assert!(aligned.as_slice() == &model[4096..4096 + MIB + 8192]);
+        assert!(
+            disk.vectored_bounce.is_some(),
+            "unaligned segments need the bounce"
+        );
+        let contents = temp.contents();
+        assert_eq!(contents.len(), len, "the file grew");
+        assert!(contents == model, "the file differs from the model");
     }
 
     /// Runs against the block device named by `OXVIRT_TEST_BLOCK_DEVICE` (its contents are

@@ -698,3 +698,138 @@ fn reset_forgets_the_queue_and_the_features() {
     ));
     assert_eq!(h.block.acked_features, 0);
 }
+
+/// A raw file that records the segment lengths of every vectored access.
+struct RecordingDisk {
+    inner: RawFile,
+    vectored: Arc<Mutex<Vec<Vec<usize>>>>,
+}
+
+impl RecordingDisk {
+    fn record(&self, iovecs: &[IoSliceRaw<'_>]) {
+        let lens = iovecs.iter().map(IoSliceRaw::len).collect();
+        self.vectored.lock().unwrap().push(lens);
+    }
+}
+
+impl DiskBackend for RecordingDisk {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn read_vectored_at(&mut self, offset: u64, iovecs: &[IoSliceRaw<'_>]) -> std::io::Result<()> {
+        self.record(iovecs);
+        self.inner.read_vectored_at(offset, iovecs)
+    }
+    fn write_vectored_at(&mut self, offset: u64, iovecs: &[IoSliceRaw<'_>]) -> std::io::Result<()> {
+        self.record(iovecs);
+        self.inner.write_vectored_at(offset, iovecs)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64, may_unmap: bool) -> std::io::Result<()> {
+        self.inner.write_zeroes(offset, len, may_unmap)
+    }
+    fn is_read_only(&self) -> bool {
+        self.inner.is_read_only()
+    }
+}
+
+/// Guest memory of two adjacent regions meeting at 1 MiB: a buffer across that address is
+/// two host mappings.
+fn split_guest_memory() -> VirtioMemory {
+    VirtioMemory::from_ranges(&[
+        (GuestAddress(0), 0x10_0000),
+        (GuestAddress(0x10_0000), 0x10_0000),
+    ])
+    .unwrap()
+}
+
+fn recording_block(disk: &TempDisk, direct: bool) -> (Block, Arc<Mutex<Vec<Vec<usize>>>>) {
+    let options = RawFileOptions {
+        read_only: false,
+        direct,
+    };
+    let vectored = Arc::new(Mutex::new(Vec::new()));
+    let recording = RecordingDisk {
+        inner: RawFile::open(disk.path(), options).unwrap(),
+        vectored: vectored.clone(),
+    };
+    let block = Block::new(Box::new(recording), BlockOptions::default()).unwrap();
+    (block, vectored)
+}
+
+#[test]
+fn data_across_a_memory_region_boundary_moves_in_two_host_segments() {
+    for direct in [false, true] {
+        let disk = TempDisk::new("split", &pattern(0, MIB));
+        let mem = split_guest_memory();
+        let (block, vectored) = recording_block(&disk, direct);
+        let mut h = Harness::new(&mem, block);
+        let (first, second) = (0x10_0000 - 0x1000, 0x10_0000 + 0x4000);
+        let data: Vec<u8> = (0..8192).map(|i| (i % 241) as u8).collect();
+        mem.write_slice(&data, GuestAddress(first)).unwrap();
+
+        h.header(T_OUT, 64);
+        h.submit(&[(HEADER_AT, 16, 0), (first, 8192, 0), (STATUS_AT, 1, WRITE)]);
+        let write_status = h.status();
+        h.header(T_IN, 8);
+        h.submit(&[
+            (HEADER_AT, 16, 0),
+            (second, 4096, WRITE),
+            (first, 8192, WRITE),
+            (STATUS_AT, 1, WRITE),
+        ]);
+        let read_status = h.status();
+
+        assert_eq!((write_status, read_status), (OK, OK), "direct: {direct}");
+        assert_eq!(h.bytes(second, 4096), pattern(8 * 512, 4096));
+        assert_eq!(h.bytes(first, 8192), pattern(8 * 512 + 4096, 8192));
+        let mut expected = pattern(0, MIB);
+        expected[64 * 512..64 * 512 + 8192].copy_from_slice(&data);
+        assert!(
+            disk.contents() == expected,
+            "the file differs (direct: {direct})"
+        );
+        let calls = vectored.lock().unwrap().clone();
+        assert_eq!(calls, vec![vec![4096, 4096], vec![4096, 4096, 4096]]);
+    }
+}
+
+#[test]
+fn direct_io_into_unaligned_guest_buffers_still_reads_and_writes_right() {
+    let disk = TempDisk::new("direct-odd", &pattern(0, MIB));
+    let mem = guest_memory();
+    let (block, vectored) = recording_block(&disk, true);
+    let mut h = Harness::new(&mem, block);
+    let odd = DATA_AT + 3;
+    let data: Vec<u8> = (0..1536).map(|i| (i % 239) as u8).collect();
+    mem.write_slice(&data, GuestAddress(odd)).unwrap();
+
+    h.header(T_OUT, 3);
+    h.submit(&[(HEADER_AT, 16, 0), (odd, 1536, 0), (STATUS_AT, 1, WRITE)]);
+    let write_status = h.status();
+    h.header(T_IN, 1);
+    h.submit(&[
+        (HEADER_AT, 16, 0),
+        (odd + 7, 1024, WRITE),
+        (STATUS_AT, 1, WRITE),
+    ]);
+    let read_status = h.status();
+
+    assert_eq!((write_status, read_status), (OK, OK));
+    let mut expected = pattern(0, MIB);
+    expected[3 * 512..3 * 512 + 1536].copy_from_slice(&data);
+    assert_eq!(h.bytes(odd + 7, 1024), &expected[512..1536]);
+    assert!(disk.contents() == expected, "the file differs");
+    assert_eq!(vectored.lock().unwrap().len(), 2);
+}
