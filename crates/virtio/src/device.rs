@@ -233,6 +233,11 @@ impl ActiveQueue {
         })
     }
 
+    /// The position of the queue in `slot`, for `VirtioDevice::queue_states`.
+    pub fn states(slot: &Option<ActiveQueue>) -> Option<Vec<QueueState>> {
+        slot.as_ref().map(|active| vec![active.queue.state()])
+    }
+
     /// Takes the active queue out of `slot` to process a notification of queue `index` (a
     /// single-queue device only has queue 0); put it back afterwards.
     pub fn take(slot: &mut Option<ActiveQueue>, index: u16) -> Result<ActiveQueue, DeviceError> {
@@ -241,4 +246,15 @@ impl ActiveQueue {
         }
         slot.take().ok_or(DeviceError::NotActivated { index })
     }
+}
+
+/// Serves a read of `data.len()` bytes at `offset` of a device's configuration `config`: bytes
+/// past its end read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Some(start) = usize::try_from(offset).ok().filter(|&s| s < config.len()) else {
+        return;
+    };
+    let n = data.len().min(config.len() - start);
+    data[..n].copy_from_slice(&config[start..start + n]);
 }

@@ -16,7 +16,8 @@ use crate::pci::{MSIX_BAR, VIRTIO_BAR, VirtioPciDevice};
 use crate::rng::{MAX_BYTES_PER_REQUEST, Rng};
 use crate::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
 use crate::test_utils::{
-    CountingSource, DriverQueue, RecordingInterrupt, RecordingIrq, RecordingMsi, WRITE, XorShift,
+    CountingSource, DriverQueue, HOSTILE_REGIONS, RecordingInterrupt, RecordingIrq, RecordingMsi,
+    WRITE, XorShift, changed_addresses, read_regions,
 };
 use crate::{VirtioDevice, VirtioMemory, features};
 
@@ -24,7 +25,7 @@ const NEXT: u16 = VRING_DESC_F_NEXT as u16;
 const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 /// Two 128 KiB regions with a hole between them (small: debug-build copies are slow).
-const REGIONS: [(u64, usize); 2] = [(0, 0x2_0000), (0x4_0000, 0x2_0000)];
+const REGIONS: [(u64, usize); 2] = HOSTILE_REGIONS;
 /// Where indirect tables go: never a data buffer, so the tables cannot change mid-run.
 const TABLE_AREA: std::ops::Range<u64> = 0xF000..0x1_0000;
 /// Where device-writable buffers go when they are inside guest memory.
@@ -111,35 +112,6 @@ fn writable_ranges(mem: &VirtioMemory, main_table: u64, size: u16) -> Vec<(u64, 
     ranges
 }
 
-fn snapshot(mem: &VirtioMemory) -> Vec<Vec<u8>> {
-    REGIONS
-        .iter()
-        .map(|&(base, len)| {
-            let mut data = vec![0u8; len];
-            mem.read_slice(&mut data, GuestAddress(base)).unwrap();
-            data
-        })
-        .collect()
-}
-
-/// Guest addresses whose byte differs between two snapshots.
-fn changed_addresses(before: &[Vec<u8>], after: &[Vec<u8>]) -> Vec<u64> {
-    let mut changed = Vec::new();
-    for ((old, new), &(base, _)) in before.iter().zip(after).zip(&REGIONS) {
-        for (chunk, (a, b)) in old.chunks(4096).zip(new.chunks(4096)).enumerate() {
-            if a == b {
-                continue;
-            }
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                if x != y {
-                    changed.push(base + (chunk * 4096 + i) as u64);
-                }
-            }
-        }
-    }
-    changed
-}
-
 fn run_rng_case(rng: &mut XorShift) {
     let mem =
         VirtioMemory::from_ranges(&REGIONS.map(|(base, len)| (GuestAddress(base), len))).unwrap();
@@ -194,11 +166,11 @@ fn run_rng_case(rng: &mut XorShift) {
         .unwrap();
     let allowed = writable_ranges(&mem, vq.desc, size);
     let used_ring = vq.used..vq.used + vq.used_ring_len();
-    let before = snapshot(&mem);
+    let before = read_regions(&mem);
 
     let _ = device.process_queue(0);
 
-    let after = snapshot(&mem);
+    let after = read_regions(&mem);
     let changed = changed_addresses(&before, &after);
     for &addr in &changed {
         let legit = used_ring.contains(&addr)

@@ -146,9 +146,7 @@ impl VirtioDevice for Rng {
     }
 
     fn queue_states(&self) -> Option<Vec<QueueState>> {
-        self.active
-            .as_ref()
-            .map(|active| vec![active.queue.state()])
+        ActiveQueue::states(&self.active)
     }
 
     fn device_state(&self) -> Option<VirtioDeviceState> {

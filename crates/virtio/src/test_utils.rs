@@ -244,3 +244,36 @@ impl XorShift {
         self.below(one_in) == 0
     }
 }
+
+/// Guest memory of the randomized hostile-queue tests: two regions with a hole between.
+pub const HOSTILE_REGIONS: [(u64, usize); 2] = [(0, 0x2_0000), (0x4_0000, 0x2_0000)];
+
+/// A copy of every byte of [`HOSTILE_REGIONS`].
+pub fn read_regions(mem: &VirtioMemory) -> Vec<Vec<u8>> {
+    HOSTILE_REGIONS
+        .iter()
+        .map(|&(base, len)| {
+            let mut data = vec![0u8; len];
+            mem.read_slice(&mut data, GuestAddress(base)).unwrap();
+            data
+        })
+        .collect()
+}
+
+/// Guest addresses whose byte differs between two [`read_regions`] copies.
+pub fn changed_addresses(before: &[Vec<u8>], after: &[Vec<u8>]) -> Vec<u64> {
+    let mut changed = Vec::new();
+    for ((old, new), &(base, _)) in before.iter().zip(after).zip(&HOSTILE_REGIONS) {
+        for (chunk, (a, b)) in old.chunks(4096).zip(new.chunks(4096)).enumerate() {
+            if a == b {
+                continue;
+            }
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if x != y {
+                    changed.push(base + (chunk * 4096 + i) as u64);
+                }
+            }
+        }
+    }
+    changed
+}

@@ -601,15 +601,10 @@ impl VirtioDevice for Balloon {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
         let mut config = [0u8; CONFIG_LEN];
         config[..ACTUAL_OFFSET].copy_from_slice(&self.num_pages.to_le_bytes());
         config[ACTUAL_OFFSET..].copy_from_slice(&self.actual.to_le_bytes());
-        let Some(start) = usize::try_from(offset).ok().filter(|&s| s < CONFIG_LEN) else {
-            return;
-        };
-        let n = data.len().min(CONFIG_LEN - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        crate::device::read_config_bytes(&config, offset, data);
     }
 
     /// Only `actual` is writable, at any width; the rest is ignored.

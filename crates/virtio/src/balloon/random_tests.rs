@@ -12,13 +12,15 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::tests::{Interrupts, RecordingReleaser};
 use super::*;
-use crate::test_utils::{DriverQueue, WRITE, XorShift};
+use crate::test_utils::{
+    DriverQueue, HOSTILE_REGIONS, WRITE, XorShift, changed_addresses, read_regions,
+};
 
 const NEXT: u16 = VRING_DESC_F_NEXT as u16;
 const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 /// Two 128 KiB regions with a hole between them.
-const REGIONS: [(u64, usize); 2] = [(0, 0x2_0000), (0x4_0000, 0x2_0000)];
+const REGIONS: [(u64, usize); 2] = HOSTILE_REGIONS;
 /// Rings of the three queues (queues of up to 128 entries fit 8 KiB).
 const RINGS: [u64; 3] = [0x0000, 0x2000, 0x4000];
 /// Indirect tables.
@@ -134,31 +136,11 @@ fn random_tables(mem: &VirtioMemory, rng: &mut XorShift) {
     }
 }
 
-fn snapshot(mem: &VirtioMemory) -> Vec<Vec<u8>> {
-    REGIONS
-        .iter()
-        .map(|&(base, len)| {
-            let mut data = vec![0u8; len];
-            mem.read_slice(&mut data, GuestAddress(base)).unwrap();
-            data
-        })
-        .collect()
-}
-
 /// The first guest address whose byte differs and lies outside `allowed`.
 fn stray_write(before: &[Vec<u8>], after: &[Vec<u8>], allowed: &[(u64, u64)]) -> Option<u64> {
-    for ((old, new), &(base, _)) in before.iter().zip(after).zip(&REGIONS) {
-        let pages = old.chunks(4096).zip(new.chunks(4096)).enumerate();
-        for (page, (a, b)) in pages.filter(|(_, (a, b))| a != b) {
-            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                let addr = base + (page * 4096 + i) as u64;
-                if x != y && !allowed.iter().any(|&(s, e)| (s..e).contains(&addr)) {
-                    return Some(addr);
-                }
-            }
-        }
-    }
-    None
+    changed_addresses(before, after)
+        .into_iter()
+        .find(|addr| !allowed.iter().any(|&(s, e)| (s..e).contains(addr)))
 }
 
 /// A random host action or queue notification.
@@ -211,7 +193,7 @@ fn run_case(rng: &mut XorShift, data: &[Vec<u8>]) -> BalloonCounters {
         .iter()
         .map(|vq| (vq.used, vq.used + vq.used_ring_len()))
         .collect();
-    let before = snapshot(&mem);
+    let before = read_regions(&mem);
 
     let activated = balloon.activate(mem.clone(), queues, Arc::new(Interrupts::default()));
     for _ in 0..rng.below(8) + 1 {
@@ -219,7 +201,7 @@ fn run_case(rng: &mut XorShift, data: &[Vec<u8>]) -> BalloonCounters {
     }
 
     assert!(activated.is_ok());
-    let after = snapshot(&mem);
+    let after = read_regions(&mem);
     if let Some(addr) = stray_write(&before, &after, &allowed) {
         panic!("byte {addr:#x} written outside the used rings");
     }

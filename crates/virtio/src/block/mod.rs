@@ -47,6 +47,7 @@ use vm_memory::bitmap::Bitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use crate::chain::{ChainError, collect_chain};
+use crate::device::read_config_bytes;
 use crate::{
     ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt, VirtioMemory,
     device_type, features,
@@ -716,12 +717,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Some(start) = usize::try_from(offset).ok().filter(|&s| s < CONFIG_LEN) else {
-            return;
-        };
-        let n = data.len().min(CONFIG_LEN - start);
-        data[..n].copy_from_slice(&self.config[start..start + n]);
+        read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(
@@ -752,8 +748,6 @@ impl VirtioDevice for Block {
     }
 
     fn queue_states(&self) -> Option<Vec<QueueState>> {
-        self.active
-            .as_ref()
-            .map(|active| vec![active.queue.state()])
+        ActiveQueue::states(&self.active)
     }
 }

@@ -17,7 +17,10 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::tests::{DATA_AT, HEADER_AT, Harness, NEXT, STATUS_AT, TempDisk, file_block, pattern};
 use super::*;
-use crate::test_utils::{DriverQueue, RecordingInterrupt, WRITE, XorShift, guest_memory};
+use crate::test_utils::{
+    DriverQueue, HOSTILE_REGIONS, RecordingInterrupt, WRITE, XorShift, changed_addresses,
+    guest_memory, read_regions,
+};
 
 const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
@@ -196,7 +199,7 @@ impl DiskBackend for MemDisk {
 }
 
 /// Two 128 KiB regions with a hole between them.
-const REGIONS: [(u64, usize); 2] = [(0, 0x2_0000), (0x4_0000, 0x2_0000)];
+const REGIONS: [(u64, usize); 2] = HOSTILE_REGIONS;
 /// Indirect tables: never a data buffer, so the tables cannot change mid-run.
 const TABLE_AREA: Range<u64> = 0xE000..0xF000;
 /// 256 request headers, also read as discard ranges (type → sector, sector → count).
@@ -350,30 +353,6 @@ fn writable_ranges(mem: &VirtioMemory, main_table: u64, size: u16) -> Vec<Range<
     ranges
 }
 
-fn snapshot(mem: &VirtioMemory) -> Vec<Vec<u8>> {
-    REGIONS
-        .iter()
-        .map(|&(base, len)| {
-            let mut data = vec![0u8; len];
-            mem.read_slice(&mut data, GuestAddress(base)).unwrap();
-            data
-        })
-        .collect()
-}
-
-fn changed_addresses(before: &[Vec<u8>], after: &[Vec<u8>]) -> Vec<u64> {
-    let mut changed = Vec::new();
-    for ((old, new), &(base, _)) in before.iter().zip(after).zip(&REGIONS) {
-        for (chunk, (a, b)) in old.chunks(4096).zip(new.chunks(4096)).enumerate() {
-            if a != b {
-                let differing = a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y);
-                changed.extend(differing.map(|(i, _)| base + (chunk * 4096 + i) as u64));
-            }
-        }
-    }
-    changed
-}
-
 /// Guest memory with filled data areas and random headers, and a random queue on it.
 fn hostile_queue<'a>(rng: &mut XorShift, mem: &'a VirtioMemory) -> DriverQueue<'a> {
     for area in &DATA_AREAS {
@@ -444,11 +423,11 @@ fn run_hostile_case(rng: &mut XorShift) -> u64 {
         .unwrap();
     let allowed = writable_ranges(&mem, vq.desc, size);
     let used_ring = vq.used..vq.used + vq.used_ring_len();
-    let before = snapshot(&mem);
+    let before = read_regions(&mem);
 
     let _ = device.process_queue(0);
 
-    let changed = changed_addresses(&before, &snapshot(&mem));
+    let changed = changed_addresses(&before, &read_regions(&mem));
     for addr in changed {
         let legit = used_ring.contains(&addr) || allowed.iter().any(|r| r.contains(&addr));
         assert!(
