@@ -25,6 +25,7 @@
 //! (`--verbose`: every run's figure on standard error)
 //! (`bench/blk.sh` builds oxvmm and runs this).
 
+use kvm_floor::{median, spread};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -709,23 +710,6 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
-}
-
-/// Median, minimum and maximum.
-fn spread(values: Vec<f64>) -> (f64, f64, f64) {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (median(values), min, max)
-}
-
 fn print_header(options: &Options) {
     let cache = match options.cache {
         Cache::Direct => "O_DIRECT on both sides (oxvmm direct=on), no page cache",
@@ -832,17 +816,6 @@ mod tests {
             req_kib,
             qd: 4,
         }
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-    }
-
-    #[test]
-    fn spread_reports_median_min_max() {
-        assert_eq!(spread(vec![5.0, 1.0, 9.0]), (5.0, 1.0, 9.0));
     }
 
     #[test]

@@ -379,22 +379,9 @@ fn forward_lines(pipe: impl Read + Send + 'static, stream: Stream, sender: Sende
     });
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
-}
-
 /// Median, minimum and maximum of one figure over `samples`.
 fn spread(samples: &[Sample], figure: impl Fn(&Sample) -> f64) -> (f64, f64, f64) {
-    let values: Vec<f64> = samples.iter().map(figure).collect();
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (median(values), min, max)
+    kvm_floor::spread(samples.iter().map(figure).collect())
 }
 
 fn millis(d: Duration) -> f64 {
@@ -507,12 +494,6 @@ mod tests {
             },
             ..Sample::default()
         }
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
     #[test]
