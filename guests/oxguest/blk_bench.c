@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "blk_scenarios.h"
+#include "cmdline.h"
 #include "console.h"
 #include "io.h"
 #include "scratch.h"
@@ -32,12 +33,6 @@ enum bench_kind {
 	BENCH_SEQ_READ,
 	BENCH_SEQ_WRITE,
 	BENCH_RAND_READ,
-};
-
-enum option {
-	OPTION_ABSENT,
-	OPTION_SET,
-	OPTION_INVALID,
 };
 
 struct bench_params {
@@ -79,45 +74,12 @@ __attribute__((format(printf, 2, 3))) static bool set_why(struct bench_run *r, c
 
 /* --- options --- */
 
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* The first word "<key>=<value>" of the command line, value decimal and at most max. */
-static enum option option_u64(const char *cmdline, const char *key, uint64_t max, uint64_t *out)
-{
-	const char *p = cmdline;
-	for (;;) {
-		while (is_space(*p))
-			p++;
-		if (*p == '\0')
-			return OPTION_ABSENT;
-		const char *k = key;
-		while (*k != '\0' && *p == *k) {
-			p++;
-			k++;
-		}
-		if (*k == '\0' && *p == '=') {
-			uint64_t value = 0;
-			int digits = 0;
-			for (p++; *p >= '0' && *p <= '9' && value <= max; p++, digits++)
-				value = value * 10 + (uint64_t)(*p - '0');
-			*out = value;
-			bool valid = digits > 0 && value <= max && (*p == '\0' || is_space(*p));
-			return valid ? OPTION_SET : OPTION_INVALID;
-		}
-		while (*p != '\0' && !is_space(*p))
-			p++;
-	}
-}
-
 /* One option between min and max (default when absent); false with why set otherwise. */
 static bool option_in_range(struct bench_run *r, const char *cmdline, const char *key,
 			    uint64_t min, uint64_t max, uint64_t fallback, uint64_t *out)
 {
 	*out = fallback;
-	enum option got = option_u64(cmdline, key, max, out);
+	enum cmdline_option got = cmdline_u64(cmdline, key, max, out, 0);
 	if (got == OPTION_ABSENT)
 		return true;
 	if (got == OPTION_SET && *out >= min)

@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cmdline.h"
 #include "console.h"
 #include "scenarios.h"
 #include "scratch.h"
@@ -27,59 +28,17 @@ struct counter_state {
 	uint64_t touched;     /* 1 once the touch pass finished (a restore does not repeat it) */
 };
 
-enum option {
-	OPTION_ABSENT,
-	OPTION_SET,
-	OPTION_INVALID,
-};
-
 static volatile struct counter_state *state(void)
 {
 	return (volatile struct counter_state *)COUNTER_ADDR;
-}
-
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/*
- * Finds the first word "<key>=<value>" of the command line and parses value as MiB (decimal,
- * at most TOUCH_MAX_MIB).
- */
-static enum option option_mib(const char *cmdline, const char *key, uint64_t *mib)
-{
-	const char *p = cmdline;
-	for (;;) {
-		while (is_space(*p))
-			p++;
-		if (*p == '\0')
-			return OPTION_ABSENT;
-		const char *k = key;
-		while (*k != '\0' && *p == *k) {
-			p++;
-			k++;
-		}
-		if (*k == '\0' && *p == '=') {
-			uint64_t value = 0;
-			int digits = 0;
-			for (p++; *p >= '0' && *p <= '9' && value <= TOUCH_MAX_MIB; p++, digits++)
-				value = value * 10 + (uint64_t)(*p - '0');
-			*mib = value;
-			bool valid = digits > 0 && value <= TOUCH_MAX_MIB && (*p == '\0' || is_space(*p));
-			return valid ? OPTION_SET : OPTION_INVALID;
-		}
-		while (*p != '\0' && !is_space(*p))
-			p++;
-	}
 }
 
 /* Checks the options and the memory map; fills the state or writes why it cannot run. */
 static bool prepare(const struct boot_info *info, char *why, int why_size)
 {
 	uint64_t touch = 0, dirty = 0;
-	enum option touch_opt = option_mib(info->cmdline, "touch", &touch);
-	enum option dirty_opt = option_mib(info->cmdline, "dirty", &dirty);
+	enum cmdline_option touch_opt = cmdline_u64(info->cmdline, "touch", TOUCH_MAX_MIB, &touch, 0);
+	enum cmdline_option dirty_opt = cmdline_u64(info->cmdline, "dirty", TOUCH_MAX_MIB, &dirty, 0);
 	if (touch_opt == OPTION_INVALID || dirty_opt == OPTION_INVALID) {
 		ksnprintf(why, why_size, "bad %s= value (MiB in decimal, at most %u)",
 			  touch_opt == OPTION_INVALID ? "touch" : "dirty", TOUCH_MAX_MIB);

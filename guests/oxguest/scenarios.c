@@ -7,6 +7,7 @@
 #include "blk_bench.h"
 #include "blk_scenarios.h"
 #include "cmos.h"
+#include "cmdline.h"
 #include "console.h"
 #include "counter.h"
 #include "inputs.h"
@@ -421,11 +422,6 @@ static const struct scenario *find_scenario(const char *word)
 			return &scenarios[i];
 	}
 	return NULL;
-}
-
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
 /*

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmdline.h"
 #include "console.h"
 #include "io.h"
 #include "pci.h"
@@ -71,11 +72,6 @@ static bool transport_failed(struct balloon_run *r)
 	return fail(r, "%s", r->dev.error);
 }
 
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 /*
  * "<key>=<decimal>" on the command line: false when absent (value 0); a bad value fails the
  * scenario.
@@ -83,36 +79,27 @@ static bool is_space(char c)
 static bool option_value(struct balloon_run *r, const char *cmdline, const char *key,
 			 uint64_t max, uint64_t *value, bool *bad)
 {
-	size_t key_len = strlen(key);
+	const char *text = 0;
 	*value = 0;
 	*bad = false;
-	for (const char *p = cmdline; *p != '\0';) {
-		while (is_space(*p))
-			p++;
-		const char *word = p;
-		while (*p != '\0' && !is_space(*p))
-			p++;
-		if ((size_t)(p - word) <= key_len || memcmp(word, key, key_len) != 0 ||
-		    word[key_len] != '=')
-			continue;
-		const char *digit = word + key_len + 1;
-		uint64_t v = 0;
-		for (; digit < p && *digit >= '0' && *digit <= '9' && v <= max; digit++)
-			v = v * 10 + (uint64_t)(*digit - '0');
-		if (digit != p || digit == word + key_len + 1 || v > max) {
-			char given[24];
-			size_t len = (size_t)(p - (word + key_len + 1));
-			if (len >= sizeof(given))
-				len = sizeof(given) - 1;
-			memcpy(given, word + key_len + 1, len);
-			given[len] = '\0';
-			*bad = true;
-			fail(r, "bad %s= value \"%s\" (0 to %llu)", key, given, (unsigned long long)max);
-			return false;
-		}
-		*value = v;
+	switch (cmdline_u64(cmdline, key, max, value, &text)) {
+	case OPTION_SET:
 		return true;
+	case OPTION_ABSENT:
+		return false;
+	case OPTION_INVALID:
+		break;
 	}
+	char given[24];
+	size_t len = 0;
+	while (len + 1 < sizeof(given) && text[len] != '\0' && !is_space(text[len])) {
+		given[len] = text[len];
+		len++;
+	}
+	given[len] = '\0';
+	*value = 0;
+	*bad = true;
+	fail(r, "bad %s= value \"%s\" (0 to %llu)", key, given, (unsigned long long)max);
 	return false;
 }
 
