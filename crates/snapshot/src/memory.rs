@@ -43,6 +43,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -238,8 +239,8 @@ pub fn write_dirty_pages<B: Bitmap>(
         }
     }
     runs.flush()?;
-    // SAFETY: `table` is a live buffer of `table.len()` bytes.
-    unsafe { pwrite_all(out.file().as_raw_fd(), table.as_ptr(), table.len(), total) }
+    out.file()
+        .write_all_at(&table, total)
         .map_err(|e| FileError::new("write", out.tmp_path(), e))?;
     let stats = MemoryFileStats {
         bytes_written: runs.stats.bytes_written + table.len() as u64,
@@ -332,8 +333,7 @@ pub fn apply_diff<B: Bitmap>(
     }
     // The table's size follows from the trusted layout, not from the file.
     let mut table = vec![0; table_len as usize];
-    // SAFETY: `table` is a live, writable buffer of `table.len()` bytes.
-    unsafe { pread_exact(file.as_raw_fd(), table.as_mut_ptr(), table.len(), total) }
+    file.read_exact_at(&mut table, total)
         .map_err(|e| FileError::new("read", diff_path, e))?;
     let bitmaps = decode_dirty_table(&table, &regions).map_err(bad_diff)?;
 
@@ -681,8 +681,7 @@ fn mincore(start: *mut u8, out: &mut [bool]) -> io::Result<()> {
 fn pagemap_entries(pagemap: &File, start: *mut u8, count: usize) -> io::Result<Vec<u64>> {
     let mut bytes = vec![0u8; count * 8];
     let offset = (start as u64 / PAGE_U64) * 8;
-    // SAFETY: `bytes` is a live, writable buffer of `bytes.len()` bytes.
-    unsafe { pread_exact(pagemap.as_raw_fd(), bytes.as_mut_ptr(), bytes.len(), offset) }?;
+    pagemap.read_exact_at(&mut bytes, offset)?;
     Ok(bytes
         .chunks_exact(8)
         .map(|e| u64::from_ne_bytes(e.try_into().unwrap_or_default()))
@@ -805,12 +804,8 @@ impl<'a> PageRuns<'a> {
         let fd = self.file.as_raw_fd();
         // SAFETY: the run is made of whole pages of one mapped guest memory region (see
         // `push`), valid for `len` bytes of reads and, for diffs, writes.
-        let result = unsafe {
-            match self.direction {
-                Direction::ToFile => pwrite_all(fd, self.host, self.len, self.file_offset),
-                Direction::FromFile => pread_exact(fd, self.host, self.len, self.file_offset),
-            }
-        };
+        let result =
+            unsafe { transfer_all(fd, self.host, self.len, self.file_offset, self.direction) };
         let op = match self.direction {
             Direction::ToFile => "write guest memory to",
             Direction::FromFile => "read guest memory from",
@@ -823,53 +818,32 @@ impl<'a> PageRuns<'a> {
     }
 }
 
-/// Writes `len` bytes from `buf` at `offset`, retrying short writes and EINTR.
+/// Moves `len` bytes between `buf` and the file at `offset` in `direction`, retrying short
+/// transfers and EINTR. (Guest memory is only ever reached through this raw pointer, never as a
+/// Rust slice.)
 ///
 /// # Safety
-/// `buf` must be valid for reads of `len` bytes.
-unsafe fn pwrite_all(fd: RawFd, buf: *const u8, len: usize, offset: u64) -> io::Result<()> {
+/// `buf` must be valid for reads of `len` bytes, and for `FromFile` also for writes.
+unsafe fn transfer_all(
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    offset: u64,
+    direction: Direction,
+) -> io::Result<()> {
     let mut done = 0;
     while done < len {
-        // SAFETY: `buf + done .. buf + len` is readable, per the caller.
+        let at = (offset + done as u64) as libc::off_t;
+        // SAFETY: `buf + done .. buf + len` is readable (and writable for reads from the
+        // file), per the caller.
         let n = unsafe {
-            libc::pwrite(
-                fd,
-                buf.add(done).cast(),
-                len - done,
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n if n > 0 => done += n as usize,
-            _ => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
+            match direction {
+                Direction::ToFile => libc::pwrite(fd, buf.add(done).cast(), len - done, at),
+                Direction::FromFile => libc::pread(fd, buf.add(done).cast(), len - done, at),
             }
-        }
-    }
-    Ok(())
-}
-
-/// Reads exactly `len` bytes at `offset` into `buf`, retrying short reads and EINTR.
-///
-/// # Safety
-/// `buf` must be valid for writes of `len` bytes.
-unsafe fn pread_exact(fd: RawFd, buf: *mut u8, len: usize, offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < len {
-        // SAFETY: `buf + done .. buf + len` is writable, per the caller.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf.add(done).cast(),
-                len - done,
-                (offset + done as u64) as libc::off_t,
-            )
         };
         match n {
+            0 if direction == Direction::ToFile => return Err(io::ErrorKind::WriteZero.into()),
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n if n > 0 => done += n as usize,
             _ => {
