@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v lz4 >/dev/null || missing+=(lz4)
+command -v virsh >/dev/null || missing+=(libvirt-clients)
+/usr/bin/python3 -c 'import libvirt' 2>/dev/null || missing+=(python3-libvirt)
+command -v xmllint >/dev/null || missing+=(libxml2-utils)
+[[ -f /usr/share/libvirt/schemas/domain.rng ]] || missing+=(libvirt0)
+[[ -f /usr/share/seabios/bios.bin ]] || missing+=(seabios)
+dpkg -s busybox-static &>/dev/null || missing+=(busybox-static)
+command -v e2fsck >/dev/null || missing+=(e2fsprogs)
+command -v script >/dev/null || missing+=(bsdutils)
+[[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

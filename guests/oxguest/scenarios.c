@@ -6,6 +6,7 @@
 #include "acpi.h"
 #include "blk_bench.h"
 #include "blk_scenarios.h"
+#include "blk_snapshot.h"
 #include "cmos.h"
 #include "cmdline.h"
 #include "console.h"
@@ -20,7 +21,11 @@
 #include "string.h"
 #include "timer.h"
 #include "virtio_balloon.h"
+#include "virtio_console.h"
+#include "virtio_msix.h"
+#include "virtio_net.h"
 #include "virtio_rng.h"
+#include "virtio_vsock.h"
 
 #define WORD_MAX 64
 /* With this word, PCI config space goes through ports 0xCF8/0xCFC even when ACPI has an MCFG. */
@@ -314,9 +319,44 @@ static void run_virtio_rng_scenario(const struct ctx *ctx)
 	run_virtio_rng(ctx->name, pci_scan_flags(ctx));
 }
 
+static void run_virtio_msix_scenario(const struct ctx *ctx)
+{
+	run_virtio_msix(ctx->name, pci_scan_flags(ctx));
+}
+
 static void run_balloon_scenario(const struct ctx *ctx)
 {
 	run_balloon(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_console_write_scenario(const struct ctx *ctx)
+{
+	run_console_write(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_console_echo_scenario(const struct ctx *ctx)
+{
+	run_console_echo(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_net_tx_scenario(const struct ctx *ctx)
+{
+	run_net_tx(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_net_rx_scenario(const struct ctx *ctx)
+{
+	run_net_rx(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_net_echo_scenario(const struct ctx *ctx)
+{
+	run_net_echo(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_net_bench_scenario(const struct ctx *ctx)
+{
+	run_net_bench(ctx->name, ctx->info, pci_scan_flags(ctx));
 }
 
 static void run_blk_info_scenario(const struct ctx *ctx)
@@ -327,6 +367,11 @@ static void run_blk_info_scenario(const struct ctx *ctx)
 static void run_blk_read_scenario(const struct ctx *ctx)
 {
 	run_blk_read(ctx->name, pci_scan_flags(ctx));
+}
+
+static void run_blk_snapshot_scenario(const struct ctx *ctx)
+{
+	run_blk_snapshot(ctx->name, pci_scan_flags(ctx));
 }
 
 static void run_blk_write_scenario(const struct ctx *ctx)
@@ -362,6 +407,16 @@ static void run_blk_bench_seq_write_scenario(const struct ctx *ctx)
 static void run_blk_bench_rand_read_scenario(const struct ctx *ctx)
 {
 	run_blk_bench_rand_read(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_vsock_echo_scenario(const struct ctx *ctx)
+{
+	run_vsock_echo(ctx->name, ctx->info, pci_scan_flags(ctx));
+}
+
+static void run_vsock_connect_scenario(const struct ctx *ctx)
+{
+	run_vsock_connect(ctx->name, ctx->info->cmdline, pci_scan_flags(ctx));
 }
 
 static void run_demo(const struct ctx *ctx)
@@ -402,9 +457,17 @@ static const struct scenario scenarios[] = {
 	{"wait-shutdown", run_wait_shutdown, 0},
 	{"pci", run_pci_scenario, 0},
 	{"virtio-rng", run_virtio_rng_scenario, 0},
+	{"virtio-msix", run_virtio_msix_scenario, 0},
 	{"balloon", run_balloon_scenario, 0},
+	{"console-write", run_console_write_scenario, 0},
+	{"console-echo", run_console_echo_scenario, 0},
+	{"net-tx", run_net_tx_scenario, 0},
+	{"net-rx", run_net_rx_scenario, 0},
+	{"net-echo", run_net_echo_scenario, 0},
+	{"net-bench", run_net_bench_scenario, 0},
 	{"blk-info", run_blk_info_scenario, 0},
 	{"blk-read", run_blk_read_scenario, 0},
+	{"blk-snapshot", run_blk_snapshot_scenario, 0},
 	{"blk-write", run_blk_write_scenario, 0},
 	{"blk-ro", run_blk_ro_scenario, 0},
 	{"blk-mixed", run_blk_mixed_scenario, 0},
@@ -412,6 +475,8 @@ static const struct scenario scenarios[] = {
 	{"blk-bench-seq-read", run_blk_bench_seq_read_scenario, 0},
 	{"blk-bench-seq-write", run_blk_bench_seq_write_scenario, 0},
 	{"blk-bench-rand-read", run_blk_bench_rand_read_scenario, 0},
+	{"vsock-echo", run_vsock_echo_scenario, 0},
+	{"vsock-connect", run_vsock_connect_scenario, 0},
 	{"demo", run_demo, 0},
 };
 

@@ -18,10 +18,14 @@
 mod balloon;
 mod blk;
 mod blk_bench;
+mod net;
+mod vsock;
 
 pub use balloon::*;
 pub use blk::*;
 pub use blk_bench::*;
+pub use net::*;
+pub use vsock::*;
 
 /// First line on the PVH path, printed before anything else (time-to-first-byte marker).
 pub const STARTED_PVH: &str = "oxguest: started (pvh)";
@@ -75,9 +79,17 @@ pub const SCENARIOS: &[&str] = &[
     "wait-shutdown",
     "pci",
     "virtio-rng",
+    "virtio-msix",
     "balloon",
+    "console-write",
+    "console-echo",
+    "net-tx",
+    "net-rx",
+    "net-echo",
+    "net-bench",
     "blk-info",
     "blk-read",
+    "blk-snapshot",
     "blk-write",
     "blk-ro",
     "blk-mixed",
@@ -85,6 +97,8 @@ pub const SCENARIOS: &[&str] = &[
     "blk-bench-seq-read",
     "blk-bench-seq-write",
     "blk-bench-rand-read",
+    "vsock-echo",
+    "vsock-connect",
     "demo",
 ];
 

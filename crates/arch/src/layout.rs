@@ -79,12 +79,29 @@ pub const IOAPIC_PINS: u32 = 24;
 pub const IOAPIC_ID: u8 = 0;
 /// Local APIC registers (emulated in KVM).
 pub const LAPIC_START: u64 = 0xFEE0_0000;
-/// KVM's identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`).
-pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xFFFB_C000;
+/// KVM's identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`): just below the largest firmware, as
+/// QEMU and crosvm place it.
+pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xFEFF_C000;
 /// KVM's real-mode TSS (`KVM_SET_TSS_ADDR`), three pages.
-pub const KVM_TSS_ADDR: u64 = 0xFFFB_D000;
+pub const KVM_TSS_ADDR: u64 = 0xFEFF_D000;
 /// Size of KVM's TSS area.
 pub const KVM_TSS_SIZE: u64 = 3 * 0x1000;
+/// Largest firmware image (`--firmware`): it is mapped read-only so that it ends at 4 GiB.
+pub const FIRMWARE_MAX_SIZE: u64 = 16 << 20;
+/// A firmware image is a whole number of these (64 KiB), as QEMU requires of a BIOS image.
+pub const FIRMWARE_SIZE_GRANULE: u64 = 64 << 10;
+/// Lowest address a firmware image can start at.
+pub const FIRMWARE_AREA_START: u64 = MMIO_HOLE_END - FIRMWARE_MAX_SIZE;
+/// Start of the ISA BIOS area: the last [`ISA_BIOS_MAX_SIZE`] bytes of the firmware are
+/// copied to RAM here, ending at 1 MiB, as the legacy reset vector at `F000:FFF0` expects.
+pub const ISA_BIOS_START: u64 = HIGH_RAM_START - ISA_BIOS_MAX_SIZE;
+/// How much of the firmware's end is copied below 1 MiB (128 KiB, as on a PC).
+pub const ISA_BIOS_MAX_SIZE: u64 = 128 << 10;
+/// Start of a second 32-bit BAR window, between the ECAM and the IOAPIC: SeaBIOS allocates
+/// i440FX BARs downwards from `0xFEC0_0000` and knows nothing of our first window.
+pub const PCI_MMIO32_HIGH_START: u64 = PCI_ECAM_START + PCI_ECAM_SIZE;
+/// Size of the second BAR window (up to the IOAPIC).
+pub const PCI_MMIO32_HIGH_SIZE: u64 = IOAPIC_START - PCI_MMIO32_HIGH_START;
 
 // ---- I/O ports and IOAPIC pins ----
 
@@ -100,6 +117,14 @@ pub const I8042_PORT: u64 = 0x60;
 pub const I8042_COMMAND_PORT: u64 = 0x64;
 /// i8042 (keyboard) IOAPIC pin.
 pub const I8042_IRQ: u32 = 1;
+/// Firmware debug console (QEMU's `isa-debugcon` port): bytes written are firmware log lines.
+/// Present only when booting firmware.
+pub const DEBUGCON_PORT: u64 = 0x402;
+/// QEMU firmware configuration interface (`fw_cfg`): selector at 0x510, data at 0x511.
+/// Present only when booting firmware.
+pub const FW_CFG_PORT: u64 = 0x510;
+/// Number of `fw_cfg` ports (no DMA interface).
+pub const FW_CFG_LEN: u64 = 2;
 /// CMOS RTC index port; the data port is `CMOS_PORT + 1`.
 pub const CMOS_PORT: u64 = 0x70;
 /// Number of CMOS ports.
@@ -156,7 +181,10 @@ const _: () = assert!(PCI_MMIO32_START + PCI_MMIO32_SIZE <= PCI_ECAM_START);
 const _: () = assert!(PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_START);
 const _: () = assert!(IOAPIC_START + IOAPIC_SIZE <= LAPIC_START);
 const _: () = assert!(LAPIC_START < KVM_IDENTITY_MAP_ADDR);
-const _: () = assert!(KVM_TSS_ADDR + KVM_TSS_SIZE <= MMIO_HOLE_END);
+const _: () = assert!(KVM_IDENTITY_MAP_ADDR + 0x1000 == KVM_TSS_ADDR);
+const _: () = assert!(KVM_TSS_ADDR + KVM_TSS_SIZE <= FIRMWARE_AREA_START);
+const _: () = assert!(ISA_BIOS_START == BIOS_AREA_START);
+const _: () = assert!(PCI_MMIO32_HIGH_START + PCI_MMIO32_HIGH_SIZE == IOAPIC_START);
 // The ACPI PM block covers every PM register, reset register included.
 const _: () = assert!(ACPI_PM_PORT == ACPI_PM1A_EVT_BLK);
 const _: () = assert!(ACPI_PM_PORT + ACPI_PM_LEN == ACPI_RESET_PORT + 1);

@@ -3,8 +3,8 @@
 use vm_memory::GuestAddress;
 
 use crate::layout::{
-    BIOS_AREA_START, HIGH_RAM_START, LOW_RAM_END, MMIO_HOLE_START, PCI_ECAM_SIZE, PCI_ECAM_START,
-    RAM_ABOVE_4G_START,
+    BIOS_AREA_START, HIGH_RAM_START, KVM_IDENTITY_MAP_ADDR, LOW_RAM_END, MMIO_HOLE_END,
+    MMIO_HOLE_START, PCI_ECAM_SIZE, PCI_ECAM_START, RAM_ABOVE_4G_START,
 };
 
 /// e820 type: usable RAM.
@@ -136,6 +136,25 @@ pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
     map
 }
 
+/// The e820 map a firmware is given (through `fw_cfg`'s `etc/e820`) for a guest with
+/// `mem_size` bytes of RAM: [`e820_map`] plus, reserved, the KVM identity-map and TSS pages and
+/// the firmware area above them up to 4 GiB, so that neither the firmware nor the OS it boots
+/// places anything there.
+pub fn firmware_e820_map(mem_size: u64) -> Vec<E820Entry> {
+    let mut map = e820_map(mem_size);
+    let high_ram = map
+        .iter()
+        .position(|entry| entry.addr >= RAM_ABOVE_4G_START)
+        .unwrap_or(map.len());
+    let firmware_area = E820Entry {
+        addr: KVM_IDENTITY_MAP_ADDR,
+        size: MMIO_HOLE_END - KVM_IDENTITY_MAP_ADDR,
+        kind: E820_RESERVED,
+    };
+    map.insert(high_ram, firmware_area);
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +280,24 @@ mod tests {
             ]
         );
         assert_eq!(e820_map(0), vec![ecam()]);
+    }
+
+    #[test]
+    fn firmware_map_reserves_the_kvm_pages_and_the_firmware_area_before_high_ram() {
+        let map = firmware_e820_map(4 * GIB);
+
+        assert_eq!(
+            map,
+            vec![
+                entry(0, 0xA0000, E820_RAM),
+                entry(0xE0000, 0x20000, E820_RESERVED),
+                entry(0x100000, 3 * GIB - MIB, E820_RAM),
+                ecam(),
+                entry(0xFEFF_C000, 0x100_4000, E820_RESERVED),
+                entry(4 * GIB, GIB, E820_RAM),
+            ]
+        );
+        assert_eq!(firmware_e820_map(64 * MIB).len(), 5);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - the legacy platform devices described in `docs/platform.md`: the COM1 16550
 //!   ([`serial`]), the i8042 keyboard controller ([`i8042`]), the CMOS RTC and NVRAM
 //!   ([`cmos`]), ACPI fixed hardware ([`acpi_pm`]) and the userspace IOAPIC ([`ioapic`]);
+//! - the two firmware-boot devices: QEMU's `fw_cfg` interface ([`fw_cfg`]) and the firmware
+//!   debug console ([`debugcon`]);
 //! - conventional PCI on bus 0 ([`pci`]): configuration space, BARs, MSI-X, the i440FX
 //!   host bridge, configuration access (ports 0xCF8–0xCFF, ECAM) and the PCI MMIO windows.
 //!
@@ -29,6 +31,8 @@
 pub mod acpi_pm;
 pub mod bus;
 pub mod cmos;
+pub mod debugcon;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod pci;
@@ -38,6 +42,8 @@ mod traits;
 pub use acpi_pm::{AcpiPm, AcpiPmError, AcpiPmState};
 pub use bus::{Bus, BusDevice, BusError};
 pub use cmos::{Cmos, CmosError, CmosState};
+pub use debugcon::DebugCon;
+pub use fw_cfg::{FwCfg, FwCfgError, FwCfgState};
 pub use i8042::{I8042, I8042Error, I8042State};
 pub use ioapic::{Ioapic, IoapicError, IoapicPin, IoapicState};
 pub use serial::{Serial, SerialCounters, SerialError, SerialState};

@@ -109,6 +109,7 @@ impl MonotonicClock for FakeClock {
 pub struct RecordingMsi {
     sent: Mutex<Vec<(u64, u32)>>,
     routes: Mutex<Vec<(usize, Option<MsiMessage>)>>,
+    routed: Mutex<Vec<usize>>,
     failing: AtomicBool,
 }
 
@@ -119,6 +120,11 @@ impl RecordingMsi {
 
     pub fn take(&self) -> Vec<(u64, u32)> {
         std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+
+    /// Sources of the messages sent through `send_routed`, in order.
+    pub fn take_routed(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.routed.lock().unwrap())
     }
 
     pub fn take_routes(&self) -> Vec<(usize, Option<MsiMessage>)> {
@@ -137,6 +143,11 @@ impl MsiSink for RecordingMsi {
         }
         self.sent.lock().unwrap().push((address, data));
         Ok(())
+    }
+
+    fn send_routed(&self, source: usize, message: MsiMessage) -> std::io::Result<()> {
+        self.routed.lock().unwrap().push(source);
+        self.send_msi(message.address, message.data)
     }
 
     fn route_changed(&self, source: usize, message: Option<MsiMessage>) -> std::io::Result<()> {

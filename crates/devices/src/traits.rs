@@ -29,10 +29,19 @@ pub struct MsiMessage {
     pub data: u32,
 }
 
-/// Somewhere MSI messages can be sent: the VMM forwards them to KVM (`KVM_SIGNAL_MSI`).
+/// Somewhere MSI messages can be sent: the VMM forwards them to KVM (`KVM_SIGNAL_MSI`, or the
+/// irqfd of a GSI route).
 pub trait MsiSink: Send + Sync {
     /// Sends one message-signalled interrupt with the given address and data.
     fn send_msi(&self, address: u64, data: u32) -> std::io::Result<()>;
+
+    /// Sends `message` on behalf of source `source`, whose route [`MsiSink::route_changed`]
+    /// announced: the VMM can deliver it through that route's irqfd (one eventfd write). The
+    /// default sends it like any other message.
+    fn send_routed(&self, source: usize, message: MsiMessage) -> std::io::Result<()> {
+        let _ = source;
+        self.send_msi(message.address, message.data)
+    }
 
     /// Called when the message an interrupt source `source` (an IOAPIC pin, numbered like a
     /// GSI) would send changes; `None` means the source is masked or cannot deliver.

@@ -1,6 +1,6 @@
 //! The hypervisor crate owns every use of KVM (`kvm-ioctls`): opening `/dev/kvm`, creating a VM
 //! with the split irqchip (local APICs in the kernel, IOAPIC in userspace), memory slots, vCPUs,
-//! MSI injection, and the signal used to kick a vCPU thread out of `KVM_RUN`.
+//! MSI injection, GSI routing and irqfds, and the signal used to kick a vCPU thread out of `KVM_RUN`.
 //!
 //! It knows nothing about devices, boot protocols or configuration: callers pass ready-made
 //! register values and memory regions. No other workspace crate may depend on `kvm-ioctls`.

@@ -1,6 +1,6 @@
 use kvm_bindings::{
     CpuId, KVM_EXIT_INTERNAL_ERROR, KVM_MP_STATE_RUNNABLE, Msrs, kvm_fpu, kvm_lapic_state,
-    kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
+    kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs,
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 
@@ -15,10 +15,25 @@ const APIC_MODE_NMI: u32 = 0x4;
 
 /// Why `KVM_RUN` returned, with the data the caller needs to complete the access.
 pub enum VcpuExit<'a> {
-    /// `in` from a port: fill `data`.
-    IoIn(u16, &'a mut [u8]),
-    /// `out` to a port.
-    IoOut(u16, &'a [u8]),
+    /// `in` from a port: fill `data`, which holds `data.len() / size` consecutive accesses of
+    /// `size` bytes to the same port (more than one for a `rep ins` string instruction).
+    IoIn {
+        /// The port.
+        port: u16,
+        /// Width of one access: 1, 2 or 4 bytes.
+        size: usize,
+        /// Where the values go.
+        data: &'a mut [u8],
+    },
+    /// `out` to a port: `data` holds `data.len() / size` accesses of `size` bytes (`rep outs`).
+    IoOut {
+        /// The port.
+        port: u16,
+        /// Width of one access: 1, 2 or 4 bytes.
+        size: usize,
+        /// The values written.
+        data: &'a [u8],
+    },
     /// A read of unbacked guest-physical memory: fill `data`.
     MmioRead(u64, &'a mut [u8]),
     /// A write to unbacked guest-physical memory.
@@ -189,8 +204,11 @@ impl Vcpu {
     /// Runs the vCPU until the next exit that needs userspace. After `Interrupted`, call
     /// `clear_kick` before running again, or every later run returns at once.
     pub fn run(&mut self) -> Result<VcpuExit<'_>> {
+        // Taken before `KVM_RUN` so that an I/O exit's access width can be read after it while
+        // the exit borrows the vCPU (kvm-ioctls reports only the total byte count).
+        let run_page: *const kvm_run = self.fd.get_kvm_run();
         match self.fd.run() {
-            Ok(exit) => Ok(convert_exit(exit)),
+            Ok(exit) => Ok(convert_exit(exit, run_page)),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 Ok(VcpuExit::Interrupted)
             }
@@ -204,10 +222,35 @@ impl Vcpu {
     }
 }
 
-fn convert_exit(exit: KvmExit<'_>) -> VcpuExit<'_> {
+/// The width of each access of the I/O exit that `KVM_RUN` just returned, `total` bytes in all.
+fn io_access_size(run_page: *const kvm_run, total: usize) -> usize {
+    // SAFETY: `run_page` is this vCPU's `kvm_run` mapping, which lives as long as the vCPU fd
+    // (kick.rs keeps the same pointer for the same reason). `KVM_RUN` has returned, so the kernel
+    // is not writing the page, and the exit reason is KVM_EXIT_IO, so `io` is the valid union
+    // member. The read touches only the `io` header, not the data area the exit's slice borrows.
+    let size = unsafe { std::ptr::addr_of!((*run_page).__bindgen_anon_1.io.size).read() };
+    let size = usize::from(size);
+    // KVM only reports widths 1, 2 and 4 that divide the total; anything else is treated as one
+    // access of the whole length rather than trusted.
+    if matches!(size, 1 | 2 | 4) && total.is_multiple_of(size) {
+        size
+    } else {
+        total.max(1)
+    }
+}
+
+fn convert_exit(exit: KvmExit<'_>, run_page: *const kvm_run) -> VcpuExit<'_> {
     match exit {
-        KvmExit::IoIn(port, data) => VcpuExit::IoIn(port, data),
-        KvmExit::IoOut(port, data) => VcpuExit::IoOut(port, data),
+        KvmExit::IoIn(port, data) => VcpuExit::IoIn {
+            port,
+            size: io_access_size(run_page, data.len()),
+            data,
+        },
+        KvmExit::IoOut(port, data) => VcpuExit::IoOut {
+            port,
+            size: io_access_size(run_page, data.len()),
+            data,
+        },
         KvmExit::MmioRead(addr, data) => VcpuExit::MmioRead(addr, data),
         KvmExit::MmioWrite(addr, data) => VcpuExit::MmioWrite(addr, data),
         KvmExit::Hlt => VcpuExit::Hlt,
@@ -239,6 +282,21 @@ fn set_lvt_mode(lapic: &mut kvm_lapic_state, register: usize, mode: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_access_size_is_the_width_of_one_access_of_a_string_instruction() {
+        let mut run = kvm_run::default();
+        run.__bindgen_anon_1.io.size = 1;
+        let rep_insb = io_access_size(&run, 56);
+        run.__bindgen_anon_1.io.size = 2;
+        let rep_insw = io_access_size(&run, 8);
+        let odd = io_access_size(&run, 3);
+        run.__bindgen_anon_1.io.size = 0;
+        let zero = io_access_size(&run, 4);
+
+        assert_eq!((rep_insb, rep_insw), (1, 2));
+        assert_eq!((odd, zero), (3, 4), "implausible widths become one access");
+    }
 
     #[test]
     fn lvt_mode_replaces_only_the_delivery_mode_bits() {

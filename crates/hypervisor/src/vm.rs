@@ -1,15 +1,17 @@
 use kvm_bindings::{
-    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MEM_LOG_DIRTY_PAGES, KvmIrqRouting,
-    kvm_enable_cap, kvm_irq_routing_entry, kvm_irq_routing_msi, kvm_msi,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+    KvmIrqRouting, kvm_enable_cap, kvm_irq_routing_entry, kvm_irq_routing_msi, kvm_msi,
     kvm_userspace_memory_region,
 };
-use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{HypervisorError, Result, vcpu::Vcpu};
 
 /// Pins the userspace IOAPIC may route through KVM (the 82093AA has 24).
 const IOAPIC_PINS: u64 = 24;
+/// KVM slot number of the first ROM slot: RAM slots count up from 0 and never get this far.
+const FIRST_ROM_SLOT: u32 = 256;
 
 /// One guest-physical range backed by host memory.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +27,10 @@ pub struct MemorySlot {
 /// A KVM virtual machine.
 pub struct Vm {
     fd: VmFd,
+    /// RAM slots; slot `i` is KVM slot `i` (dirty logging walks these).
     slots: Vec<MemorySlot>,
+    /// ROM slots so far (KVM slots `FIRST_ROM_SLOT..`).
+    roms: u32,
 }
 
 impl Vm {
@@ -50,6 +55,7 @@ impl Vm {
         Ok(Vm {
             fd,
             slots: Vec::new(),
+            roms: 0,
         })
     }
 
@@ -64,6 +70,38 @@ impl Vm {
         // SAFETY: the caller guarantees the host range outlives the VM (this function's contract).
         unsafe { self.register_slot(index, slot, 0) }?;
         self.slots.push(slot);
+        Ok(())
+    }
+
+    /// Maps `slot` as ROM: the guest reads its bytes, and its writes exit to userspace as MMIO
+    /// writes instead of changing them. Returns `false` (and maps nothing) when this host's KVM
+    /// cannot map memory read-only (`KVM_CAP_READONLY_MEM`). ROM slots are not dirty-logged.
+    ///
+    /// # Safety
+    ///
+    /// As `add_memory`: the host range must stay mapped while the VM exists.
+    pub unsafe fn add_rom(&mut self, slot: MemorySlot) -> Result<bool> {
+        if !self.fd.check_extension(Cap::ReadonlyMem) {
+            return Ok(false);
+        }
+        let index = FIRST_ROM_SLOT + self.roms;
+        // SAFETY: the caller guarantees the host range outlives the VM (this function's contract).
+        unsafe { self.register_slot(index, slot, KVM_MEM_READONLY) }?;
+        self.roms += 1;
+        Ok(true)
+    }
+
+    /// Maps `slot` as writable memory that is not guest RAM (no dirty logging): firmware on a
+    /// host whose KVM cannot map it read-only.
+    ///
+    /// # Safety
+    ///
+    /// As `add_memory`: the host range must stay mapped while the VM exists.
+    pub unsafe fn add_writable_rom(&mut self, slot: MemorySlot) -> Result<()> {
+        let index = FIRST_ROM_SLOT + self.roms;
+        // SAFETY: the caller guarantees the host range outlives the VM (this function's contract).
+        unsafe { self.register_slot(index, slot, 0) }?;
+        self.roms += 1;
         Ok(())
     }
 
@@ -163,6 +201,22 @@ impl Vm {
         self.fd
             .set_gsi_routing(&routing)
             .map_err(HypervisorError::ioctl("KVM_SET_GSI_ROUTING"))
+    }
+
+    /// Makes a write to `fd` inject the interrupt GSI `gsi` routes to (`KVM_IRQFD`): with an MSI
+    /// route, a device thread interrupts a vCPU without a system call into the VMM's vCPU
+    /// thread. A GSI with no route yet injects nothing.
+    pub fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
+        self.fd
+            .register_irqfd(fd, gsi)
+            .map_err(HypervisorError::ioctl("KVM_IRQFD"))
+    }
+
+    /// Undoes `register_irqfd`.
+    pub fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
+        self.fd
+            .unregister_irqfd(fd, gsi)
+            .map_err(HypervisorError::ioctl("KVM_IRQFD (deassign)"))
     }
 
     /// Makes KVM signal `fd` on any guest write to the MMIO address `addr`, instead of exiting

@@ -25,6 +25,10 @@ pub struct Args {
     /// Kernel to boot: an ELF vmlinux (PVH or 64-bit entry) or a bzImage.
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
+    /// Boot a firmware image instead of a kernel (e.g. /usr/share/seabios/bios.bin): it is
+    /// mapped below 4 GiB and boots from the disks.
+    #[arg(long, value_name = "PATH")]
+    firmware: Option<PathBuf>,
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -37,7 +41,8 @@ pub struct Args {
     /// Number of vCPUs [default: 1].
     #[arg(long, value_name = "N")]
     cpus: Option<String>,
-    /// Where COM1 goes: stdio, file=PATH or off [default: stdio].
+    /// Where COM1 goes: stdio, file=PATH, socket=PATH (oxvmm listens; one client at a time) or
+    /// off [default: stdio].
     #[arg(long, value_name = "DEST")]
     serial: Option<String>,
     /// What a guest reset does: restart (reboot in place) or exit [default: restart].
@@ -62,6 +67,20 @@ pub struct Args {
     /// Add a virtio-balloon device: `size=N[,deflate-on-oom=on][,stats=on]`.
     #[arg(long, value_name = "size=N,...")]
     balloon: Option<String>,
+    /// Add a virtio-net card on a TAP (repeat for more): `tap=NAME[,mac=M][,id=ID]` or
+    /// `fd=N[,mac=M][,id=ID]` (an inherited TAP descriptor), with `[,bw=10M][,ops=N]` to
+    /// limit bytes and frames per second (receive and transmit each on its own).
+    #[arg(long = "net", value_name = "tap=NAME,...")]
+    nets: Vec<String>,
+    /// Add a virtio-console device (one port): `socket=PATH` (oxvmm listens, as for --serial)
+    /// or `file=PATH` (output appended, no input).
+    #[arg(long, value_name = "socket=PATH|file=PATH")]
+    console: Option<String>,
+    /// Add a virtio-vsock device: `cid=N,socket=PATH` (Firecracker's convention: host
+    /// programs connect to PATH and write `CONNECT <port>\n`; guest connections to host port P
+    /// go to PATH_P).
+    #[arg(long, value_name = "cid=N,socket=PATH")]
+    vsock: Option<String>,
     /// Add a virtio-rng device: `--rng` (entropy from /dev/urandom) or `--rng src=PATH`.
     #[arg(long, value_name = "src=PATH", num_args = 0..=1, default_missing_value = "")]
     rng: Option<String>,
@@ -111,6 +130,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Pa
 fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
     let given = [
         ("--kernel", args.kernel.is_some()),
+        ("--firmware", args.firmware.is_some()),
         ("--initrd", args.initrd.is_some()),
         ("--cmdline", args.cmdline.is_some()),
         ("--memory", args.memory.is_some()),
@@ -123,6 +143,9 @@ fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
         ("--rng", args.rng.is_some()),
         ("--balloon", args.balloon.is_some()),
         ("--disk", !args.disks.is_empty()),
+        ("--console", args.console.is_some()),
+        ("--net", !args.nets.is_empty()),
+        ("--vsock", args.vsock.is_some()),
     ];
     given
         .into_iter()
@@ -151,14 +174,19 @@ pub fn build_config(args: &Args) -> anyhow::Result<VmConfig> {
     let mut config = match &args.config {
         Some(path) => read_config_file(path)?,
         None => {
-            let kernel = match (&args.kernel, args.demo) {
-                (Some(kernel), _) => kernel.clone(),
-                (None, true) => PathBuf::from(BUILTIN_OXGUEST),
-                (None, false) => bail!("--kernel PATH is required (or --demo, or --config FILE)"),
+            let kernel = match (&args.kernel, args.demo, &args.firmware) {
+                (Some(kernel), _, _) => kernel.clone(),
+                (None, true, _) => PathBuf::from(BUILTIN_OXGUEST),
+                // Booting firmware: no kernel.
+                (None, false, Some(_)) => PathBuf::new(),
+                (None, false, None) => bail!(
+                    "--kernel PATH is required (or --firmware PATH, --demo, or --config FILE)"
+                ),
             };
             VmConfig {
                 payload: PayloadConfig {
                     kernel,
+                    firmware: None,
                     initrd: None,
                     cmdline: String::new(),
                     boot_protocol: BootProtocol::Auto,
@@ -170,6 +198,9 @@ pub fn build_config(args: &Args) -> anyhow::Result<VmConfig> {
                 rng: None,
                 balloon: None,
                 disks: Vec::new(),
+                console: None,
+                nets: Vec::new(),
+                vsock: None,
             }
         }
     };
@@ -191,6 +222,9 @@ fn apply_overrides(args: &Args, config: &mut VmConfig) -> anyhow::Result<()> {
         }
     } else if let Some(kernel) = &args.kernel {
         config.payload.kernel = kernel.clone();
+    }
+    if let Some(firmware) = &args.firmware {
+        config.payload.firmware = Some(firmware.clone());
     }
     if let Some(initrd) = &args.initrd {
         config.payload.initrd = Some(initrd.clone());
@@ -219,6 +253,19 @@ fn apply_overrides(args: &Args, config: &mut VmConfig) -> anyhow::Result<()> {
     }
     if let Some(balloon) = &args.balloon {
         config.balloon = Some(balloon.parse().map_err(|e| anyhow!("--balloon {e}"))?);
+    }
+    if !args.nets.is_empty() {
+        config.nets = args
+            .nets
+            .iter()
+            .map(|n| n.parse().map_err(|e| anyhow!("--net {e}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(vsock) = &args.vsock {
+        config.vsock = Some(vsock.parse().map_err(|e| anyhow!("--vsock {e}"))?);
+    }
+    if let Some(console) = &args.console {
+        config.console = Some(console.parse().map_err(|e| anyhow!("--console {e}"))?);
     }
     if let Some(rng) = &args.rng {
         config.rng = Some(rng.parse().map_err(|e| anyhow!("--rng {e}"))?);
@@ -323,6 +370,32 @@ mod tests {
         assert!(
             err.to_string().starts_with("--disk \"readonly=on\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn vsock_options_fill_the_config_and_bad_ones_are_named() {
+        let config = build_config(&args(&[
+            "--kernel",
+            "/k",
+            "--vsock",
+            "cid=7,socket=/v.sock",
+        ]))
+        .unwrap();
+        let vsock = config.vsock.unwrap();
+        assert_eq!((vsock.cid, vsock.socket), (7, PathBuf::from("/v.sock")));
+        let err = build_config(&args(&["--kernel", "/k", "--vsock", "cid=2,socket=/v"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--vsock \"cid=2,socket=/v\"") && err.contains("reserved"),
+            "{err}"
+        );
+        let restore = args(&["--restore", "/snap", "--vsock", "cid=3,socket=/v"]);
+        let err = build_restore(&restore, std::path::Path::new("/snap")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--vsock cannot be used with --restore")
         );
     }
 

@@ -33,7 +33,8 @@ fn main() -> ExitCode {
 
 /// A new VM from a configuration, or one restored from a snapshot.
 enum Plan {
-    Boot(vmm::VmConfig),
+    /// Boxed: a configuration is much larger than the restore options.
+    Boot(Box<vmm::VmConfig>),
     Restore(vmm::RestoreOptions),
 }
 
@@ -41,7 +42,7 @@ enum Plan {
 fn run(args: &cli::Args) -> anyhow::Result<Option<VmOutcome>> {
     let plan = match &args.restore {
         Some(dir) => Plan::Restore(cli::build_restore(args, dir)?),
-        None => Plan::Boot(cli::build_config(args)?),
+        None => Plan::Boot(Box::new(cli::build_config(args)?)),
     };
     if args.print_config {
         let Plan::Boot(config) = &plan else {
@@ -59,7 +60,7 @@ fn run(args: &cli::Args) -> anyhow::Result<Option<VmOutcome>> {
     };
     let outcome = match plan {
         Plan::Restore(options) => vmm::restore_vm(options, api),
-        Plan::Boot(config) => vmm::run_vm(config, api),
+        Plan::Boot(config) => vmm::run_vm(*config, api),
     };
     if let Some(server) = &server {
         server.drain(API_DRAIN_TIMEOUT);

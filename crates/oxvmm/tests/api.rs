@@ -6,21 +6,33 @@ mod common;
 use std::time::Duration;
 
 use common::{LiveVmm, require_kvm, temp_dir};
-use vmm_api::{Client, ClientError, VmState};
+use guests::protocol::{
+    BLK_MIN_SECTORS, BLK_READ_SECTORS, BLK_WRITE_SECTORS, blk_pattern, pattern_bytes,
+};
+use vmm_api::{Client, ClientError, DiskCounters, VmState};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Boots the guest waiting for the power button, with the API on a fresh socket.
 fn start_waiting_guest(name: &str, extra: &[&str]) -> (LiveVmm, Client, std::path::PathBuf) {
     require_kvm();
-    let dir = temp_dir(name);
+    start_guest(temp_dir(name), "wait-shutdown", extra)
+}
+
+/// Boots the guest with the API on a socket in `dir`; it runs `scenarios`, which end waiting
+/// for the power button.
+fn start_guest(
+    dir: std::path::PathBuf,
+    scenarios: &str,
+    extra: &[&str],
+) -> (LiveVmm, Client, std::path::PathBuf) {
     let socket = dir.join("api.sock");
     let socket_text = socket.to_str().unwrap().to_string();
     let mut args = vec![
         "--kernel",
         guests::OXGUEST_PATH,
         "--cmdline",
-        "wait-shutdown",
+        scenarios,
         "--api-socket",
         &socket_text,
     ];
@@ -117,15 +129,46 @@ fn kvm_api_bad_requests_get_errors_and_the_vm_keeps_running() {
 }
 
 #[test]
-fn kvm_api_counters_count_exits_and_device_bytes() {
-    let (_vmm, client, dir) = start_waiting_guest("counters", &[]);
+fn kvm_api_counters_count_exits_device_bytes_and_disk_requests() {
+    // Arrange: the guest reads and writes the first disk; the second (named) one it leaves.
+    require_kvm();
+    let dir = temp_dir("counters");
+    let mut image = vec![0u8; BLK_MIN_SECTORS as usize * 512];
+    let planted = pattern_bytes(BLK_READ_SECTORS, blk_pattern);
+    image[..planted.len()].copy_from_slice(&planted);
+    let (first, second) = (dir.join("first.img"), dir.join("second.img"));
+    std::fs::write(&first, &image).unwrap();
+    std::fs::write(&second, &image).unwrap();
+    let first_disk = format!("path={}", first.display());
+    let second_disk = format!("path={},id=data", second.display());
+    let extra = ["--disk", &first_disk, "--disk", &second_disk];
 
+    // Act
+    let (vmm, client, dir) = start_guest(dir, "blk-read blk-write wait-shutdown", &extra);
     let counters = client.counters().unwrap();
 
+    // Assert
+    assert!(
+        vmm.seen
+            .iter()
+            .any(|l| l.starts_with("TEST blk-write PASS")),
+        "{:?}",
+        vmm.seen
+    );
     assert!(counters.exits["io_out"] > 10, "{counters:?}");
     let serial = &counters.devices["serial"];
     assert!(serial.bytes_written > 10, "{counters:?}");
     assert!(counters.devices["acpi-pm"].requests > 0, "{counters:?}");
+    let sectors = |range: std::ops::Range<u64>| (range.end - range.start) * 512;
+    // blk-read reads once; blk-write writes, then reads back.
+    let vda = counters.disks["vda"];
+    assert_eq!((vda.reads, vda.writes), (2, 1), "{counters:?}");
+    let read = sectors(BLK_READ_SECTORS) + sectors(BLK_WRITE_SECTORS);
+    assert_eq!(vda.bytes_read, read, "{counters:?}");
+    assert_eq!(vda.bytes_written, sectors(BLK_WRITE_SECTORS));
+    assert_eq!(vda.errors, 0);
+    assert_eq!(counters.disks["data"], DiskCounters::default());
+    assert_eq!(counters.disks.len(), 2, "{counters:?}");
     client.power_off().unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -289,35 +289,66 @@ fn kvm_virtio_rng_keeps_working_after_restore() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn kvm_diff_snapshots_with_virtio_devices_are_refused_not_silently_incomplete() {
-    let dir = temp_dir("snap-virtio-diff");
+/// Boots the blk-snapshot scenario on a disk holding the blk-read pattern, with the API.
+fn start_blk_snapshot_guest(dir: &Path, extra: &[&str]) -> (LiveVmm, Client) {
+    use guests::protocol::{BLK_MIN_SECTORS, BLK_READ_SECTORS, blk_pattern, pattern_bytes};
+
     require_kvm();
+    let mut image = vec![0u8; BLK_MIN_SECTORS as usize * 512];
+    let planted = pattern_bytes(BLK_READ_SECTORS, blk_pattern);
+    image[..planted.len()].copy_from_slice(&planted);
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, &image).unwrap();
+    let disk_option = format!("path={}", disk.display());
     let socket = dir.join("api.sock");
-    let mut vmm = LiveVmm::spawn(&[
+    let mut args = vec![
         "--kernel",
         guests::OXGUEST_PATH,
         "--cmdline",
-        "counter",
-        "--rng",
+        "blk-snapshot",
+        "--disk",
+        &disk_option,
         "--api-socket",
         socket.to_str().unwrap(),
-    ]);
-    next_count(&mut vmm);
+    ];
+    args.extend_from_slice(extra);
+    let vmm = LiveVmm::spawn(&args);
     let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
+    (vmm, client)
+}
+
+#[test]
+fn kvm_diff_snapshots_carry_what_the_disk_read_into_guest_memory() {
+    // Arrange: a full snapshot before the read, the read (only the device writes the
+    // buffer's page), a diff snapshot after it
+    let dir = temp_dir("snap-blk-diff");
+    let (mut vmm, client) = start_blk_snapshot_guest(&dir, &["--rng"]);
+    vmm.expect_line(|l| l == "oxguest: blk-snapshot ready", TIMEOUT);
     snapshot(&client, &dir.join("full"), false);
-
-    let err = client
-        .snapshot(&SnapshotRequest {
-            destination: dir.join("diff"),
-            diff: true,
-        })
-        .unwrap_err();
-
-    assert_eq!(err.status(), Some(400), "{err}");
-    assert!(err.to_string().contains("not supported"), "{err}");
-    assert_eq!(client.info().unwrap().state, VmState::Running);
+    client.shutdown().unwrap();
+    vmm.expect_line(|l| l == "oxguest: blk-snapshot read", TIMEOUT);
+    let diff = dir.join("diff");
+    snapshot(&client, &diff, true);
     vmm.kill();
+
+    // Act: restore the diff (on the full one) and let the guest check its buffer
+    let socket = dir.join("restored.sock");
+    let mut restored = restore(
+        &diff,
+        &["--resume", "--api-socket", socket.to_str().unwrap()],
+    );
+    let restored_client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
+    restored_client.shutdown().unwrap();
+    let line = restored.expect_line(|l| l.starts_with("TEST blk-snapshot "), TIMEOUT);
+
+    // Assert
+    assert_eq!(
+        line,
+        "TEST blk-snapshot PASS sectors=8",
+        "{}",
+        restored.stderr()
+    );
+    assert_eq!(restored.wait(TIMEOUT), Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -1,5 +1,6 @@
 //! The interface between a virtio device model and its transport.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,10 @@ use virtio_queue::{Queue, QueueState, QueueT};
 
 use crate::VirtioMemory;
 use crate::balloon::BalloonState;
+use crate::console::ConsoleState;
+use crate::net::NetState;
 use crate::rng::RngState;
+use crate::vsock::VsockState;
 
 /// How a device interrupts the driver, whatever the transport (MSI-X vectors or INTx and
 /// the ISR register on PCI).
@@ -75,6 +79,12 @@ pub enum VirtioDeviceState {
     Rng(RngState),
     /// virtio-balloon (boxed: its statistics make it far larger than the others).
     Balloon(Box<BalloonState>),
+    /// virtio-vsock.
+    Vsock(VsockState),
+    /// virtio-console.
+    Console(ConsoleState),
+    /// virtio-net.
+    Net(NetState),
 }
 
 impl VirtioDeviceState {
@@ -83,6 +93,9 @@ impl VirtioDeviceState {
         match self {
             Self::Rng(_) => "virtio-rng",
             Self::Balloon(_) => "virtio-balloon",
+            Self::Vsock(_) => "virtio-vsock",
+            Self::Console(_) => "virtio-console",
+            Self::Net(_) => "virtio-net",
         }
     }
 }
@@ -170,6 +183,13 @@ pub trait VirtioDevice: Send {
         None
     }
 
+    /// The same for queue `index` alone, for devices that limit each queue on its own
+    /// (virtio-net: receive and transmit); by default [`VirtioDevice::throttled_until`].
+    fn queue_throttled_until(&self, index: u16) -> Option<std::time::Instant> {
+        let _ = index;
+        self.throttled_until()
+    }
+
     /// While activated: the state of every queue it was given, in order, with the positions
     /// it reached (`next_avail`, `next_used`); `None` when it is not active or cannot tell.
     /// Called with the device quiescent (the vCPUs paused).
@@ -199,6 +219,64 @@ pub trait VirtioDevice: Send {
             }),
         }
     }
+}
+
+/// A device whose queues someone else holds: a vhost-user back-end keeps each queue in its
+/// vring, where the front-end configures it, and hands them over on every kick with the
+/// guest memory of that moment. The device processes them with the same code as the queues
+/// [`VirtioDevice::activate`] gives it, and interrupts the driver through `interrupt`.
+///
+/// `queues` holds every queue of the device, in order (one per
+/// [`VirtioDevice::queue_max_sizes`] entry); one the driver has not set up, or that the holder
+/// must not touch now, is handed over not ready, and the device leaves it alone. Devices
+/// whose queues work together use the others too (virtio-vsock: a tx packet may produce rx
+/// packets).
+///
+/// A device driven this way is never activated; [`VirtioDevice::ack_features`],
+/// the configuration space and [`VirtioDevice::reset`] work as usual.
+pub trait ExternalQueues: VirtioDevice {
+    /// Processes what the driver made available on queue `index` of `queues`. Errors are
+    /// those of [`VirtioDevice::process_queue`] (a [`DeviceError::Queue`] names the queue
+    /// that broke): that queue is then unusable until the driver resets the device.
+    fn process_external_queue(
+        &mut self,
+        index: u16,
+        mem: &VirtioMemory,
+        queues: &mut [&mut Queue],
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError>;
+
+    /// A descriptor that becomes readable when the device has work besides the driver's
+    /// notifications (virtio-vsock: its host streams); the holder of the queues watches it
+    /// and calls [`ExternalQueues::process_external_event`]. `None` (the default): no such
+    /// work.
+    fn external_event_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Handles what made [`ExternalQueues::external_event_fd`] readable, then processes the
+    /// queues that work produced something for; arguments and errors as in
+    /// [`ExternalQueues::process_external_queue`].
+    fn process_external_event(
+        &mut self,
+        mem: &VirtioMemory,
+        queues: &mut [&mut Queue],
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        let _ = (mem, queues, interrupt);
+        Ok(())
+    }
+}
+
+/// Queue `index` of the queues an [`ExternalQueues`] device was handed, or an error naming it.
+pub(crate) fn external_queue<'a>(
+    queues: &'a mut [&mut Queue],
+    index: u16,
+) -> Result<&'a mut Queue, DeviceError> {
+    queues
+        .get_mut(usize::from(index))
+        .map(|queue| &mut **queue)
+        .ok_or(DeviceError::NoSuchQueue { index })
 }
 
 /// The one queue of a single-queue device while it is active, with the memory and interrupt

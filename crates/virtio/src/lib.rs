@@ -3,7 +3,8 @@
 //! This crate owns:
 //! - [`VirtioDevice`]: what a device model implements (type, features, configuration space,
 //!   activation with its queues, queue notifications, reset), and [`VirtioInterrupt`], how
-//!   it interrupts the driver without knowing the transport;
+//!   it interrupts the driver without knowing the transport; [`ExternalQueues`], processing a
+//!   queue held elsewhere (a vhost-user back-end's vring, `crates/vhost-user`);
 //! - [`pci::VirtioPciDevice`]: the virtio 1.2 modern PCI transport (no legacy interface),
 //!   a [`devices::pci::PciDevice`] with the common, notify, ISR, device and PCI-access
 //!   capabilities, MSI-X with INTx fallback, feature negotiation and the status machine;
@@ -17,19 +18,26 @@
 //! descriptors); guest memory is `vm-memory`'s, accessed only through its checked calls.
 //!
 //! What it must not do: depend on KVM, the `hypervisor` or `vmm` crates, or do I/O except
-//! through what the VMM hands a device (a `Read` for virtio-rng). Everything is synchronous
+//! through what the VMM hands a device (a `Read` for virtio-rng, the Unix streams of a
+//! [`vsock::VsockBackend`] for virtio-vsock, such as the [`vsock::unix::UnixSocketBackend`] the
+//! VMM builds). Everything is synchronous
 //! for now: the VMM calls [`pci::VirtioPciDevice`]'s BAR handlers from the vCPU thread and a
 //! notify write processes the queue there. Every guest-provided index, length, address and
 //! flag is untrusted: malformed descriptor chains are refused (used with 0 bytes, skipped,
 //! or the device is marked `DEVICE_NEEDS_RESET`), never a panic or an access outside guest
 //! memory.
 
+mod active_queues;
 pub mod balloon;
 pub mod block;
 pub mod chain;
+pub mod console;
 mod device;
+pub mod dirty;
+pub mod net;
 pub mod pci;
 pub mod rng;
+pub mod vsock;
 
 #[cfg(test)]
 mod test_utils;
@@ -38,13 +46,35 @@ mod test_utils;
 mod random_tests;
 
 pub use device::{
-    ActivateError, ActiveQueue, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState,
-    VirtioInterrupt,
+    ActivateError, ActiveQueue, DeviceError, DeviceStateError, ExternalQueues, VirtioDevice,
+    VirtioDeviceState, VirtioInterrupt,
 };
 
-/// The guest memory devices access. Kept in one place so that switching to a dirty-tracking
-/// bitmap (for live migration) is one line.
-pub type VirtioMemory = vm_memory::GuestMemoryMmap;
+/// The guest memory devices access, with a dirty-page bitmap: every write through `vm-memory`
+/// (buffers, used rings) marks its pages, so a diff snapshot can add the pages devices wrote
+/// to KVM's dirty log, which sees only the guest's own writes. A device that writes guest
+/// memory another way (a raw pointer handed to a system call, `madvise`) marks the pages
+/// itself with [`mark_dirty`].
+pub type VirtioMemory = vm_memory::GuestMemoryMmap<dirty::DirtyBitmap>;
+
+/// Records in `mem`'s dirty bitmap that `len` bytes at guest-physical `addr` were written
+/// behind `vm-memory`'s back; bytes outside guest memory are ignored.
+pub fn mark_dirty(mem: &VirtioMemory, addr: u64, len: u64) {
+    use vm_memory::bitmap::Bitmap;
+    use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+    let end = addr.saturating_add(len);
+    let mut at = addr;
+    while at < end {
+        let Some(region) = mem.find_region(GuestAddress(at)) else {
+            return;
+        };
+        let offset = at - region.start_addr().raw_value();
+        let chunk = (end - at).min(region.len() - offset);
+        region.bitmap().mark_dirty(offset as usize, chunk as usize);
+        at += chunk;
+    }
+}
 
 /// Device types (virtio 1.2, 5).
 pub mod device_type {

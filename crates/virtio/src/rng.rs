@@ -16,8 +16,8 @@ use vm_memory::Bytes;
 
 use crate::chain::writable_chain;
 use crate::{
-    ActivateError, ActiveQueue, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState,
-    VirtioInterrupt, VirtioMemory, device_type, features,
+    ActivateError, ActiveQueue, DeviceError, DeviceStateError, ExternalQueues, VirtioDevice,
+    VirtioDeviceState, VirtioInterrupt, VirtioMemory, device_type, features,
 };
 
 /// Maximum size of the request queue.
@@ -111,6 +111,22 @@ impl Rng {
     }
 }
 
+impl ExternalQueues for Rng {
+    fn process_external_queue(
+        &mut self,
+        index: u16,
+        mem: &VirtioMemory,
+        queues: &mut [&mut Queue],
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        if index != REQUEST_QUEUE {
+            return Err(DeviceError::NoSuchQueue { index });
+        }
+        let queue = crate::device::external_queue(queues, index)?;
+        self.drain(mem, queue, interrupt)
+    }
+}
+
 impl VirtioDevice for Rng {
     fn device_type(&self) -> u32 {
         device_type::RNG
@@ -136,7 +152,7 @@ impl VirtioDevice for Rng {
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
         let mut active = ActiveQueue::take(&mut self.active, index)?;
-        let result = self.drain(&mut active);
+        let result = self.drain(&active.mem, &mut active.queue, &*active.interrupt);
         self.active = Some(active);
         result
     }
@@ -172,30 +188,31 @@ impl VirtioDevice for Rng {
 }
 
 impl Rng {
-    /// Serves every available request, with notifications from the driver off meanwhile,
-    /// then interrupts the driver if it asked for it.
-    fn drain(&mut self, active: &mut Active) -> Result<(), DeviceError> {
+    /// Serves every available request of `queue`, with notifications from the driver off
+    /// meanwhile, then interrupts the driver if it asked for it.
+    fn drain(
+        &mut self,
+        mem: &VirtioMemory,
+        queue: &mut Queue,
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
         let queue_error = |source| DeviceError::Queue {
             index: REQUEST_QUEUE,
             source,
         };
-        let mem = active.mem.clone();
         let mut used_any = false;
         loop {
-            active
-                .queue
-                .disable_notification(&mem)
-                .map_err(queue_error)?;
-            while let Some(chain) = active.queue.iter(&mem).map_err(queue_error)?.next() {
+            queue.disable_notification(mem).map_err(queue_error)?;
+            while let Some(chain) = queue.iter(mem).map_err(queue_error)?.next() {
                 let head = chain.head_index();
                 let len = match writable_chain(chain) {
-                    Ok(buffers) => self.fill(&mem, &buffers),
+                    Ok(buffers) => self.fill(mem, &buffers),
                     Err(error) => {
                         tracing::debug!(%error, "virtio-rng request refused");
                         0
                     }
                 };
-                match active.queue.add_used(&mem, head, len) {
+                match queue.add_used(mem, head, len) {
                     Ok(()) => used_any = true,
                     // A head index past the table: nothing to return it on; skip it.
                     Err(virtio_queue::Error::InvalidDescriptorIndex) => {
@@ -204,16 +221,12 @@ impl Rng {
                     Err(error) => return Err(queue_error(error)),
                 }
             }
-            if !active
-                .queue
-                .enable_notification(&mem)
-                .map_err(queue_error)?
-            {
+            if !queue.enable_notification(mem).map_err(queue_error)? {
                 break;
             }
         }
-        if used_any && active.queue.needs_notification(&mem).map_err(queue_error)? {
-            active.interrupt.signal_queue(REQUEST_QUEUE);
+        if used_any && queue.needs_notification(mem).map_err(queue_error)? {
+            interrupt.signal_queue(REQUEST_QUEUE);
         }
         Ok(())
     }
@@ -517,5 +530,27 @@ mod tests {
             })
         ));
         assert_eq!(rng.bytes_delivered(), 77, "refused: unchanged");
+    }
+    #[test]
+    fn an_external_queue_is_filled_by_the_same_code() {
+        let mem = guest_memory();
+        let driver = DriverQueue::new(&mem, 0, 16);
+        driver.write_desc(0, 0x10000, 4, WRITE, 0);
+        driver.publish(0, 0);
+        let mut queue = driver.queue();
+        let interrupt = RecordingInterrupt::default();
+        let mut rng = Rng::new(Box::new(CountingSource::default()));
+
+        rng.process_external_queue(0, &mem, &mut [&mut queue], &interrupt)
+            .unwrap();
+
+        assert_eq!(bytes_at(&mem, 0x10000, 5), [0, 1, 2, 3, 0]);
+        assert_eq!(driver.used_elem(0), (0, 4));
+        assert_eq!(queue.next_avail(), 1);
+        assert_eq!(interrupt.queue_signals(), vec![0]);
+        assert!(matches!(
+            rng.process_external_queue(3, &mem, &mut [&mut queue], &interrupt),
+            Err(DeviceError::NoSuchQueue { index: 3 })
+        ));
     }
 }

@@ -42,6 +42,15 @@ pub struct VmConfig {
     /// virtio-blk disks, in PCI slot order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskConfig>,
+    /// A virtio-console device (one port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleConfig>,
+    /// virtio-net cards on TAP devices, in PCI slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<NetConfig>,
+    /// A virtio-vsock device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
 }
 
 /// The virtio-balloon device.
@@ -144,6 +153,31 @@ fn parse_rate(text: &str, key: &str, value: &str) -> Result<u64, ParseError> {
         .ok_or_else(|| ParseError::new(text, format!("{key}={value}: expected a positive number")))
 }
 
+impl DiskConfig {
+    /// What the disk is called in `vm.counters`: its `id`, else the name Linux gives the
+    /// `index`th virtio disk (`vda`, `vdb`, …), `index` being its place among the disks.
+    pub fn name(&self, index: usize) -> String {
+        self.id.clone().unwrap_or_else(|| virtio_disk_name(index))
+    }
+}
+
+/// `vda`, …, `vdz`, `vdaa`, …: the name Linux's virtio-blk driver gives its `index`th disk
+/// (letters counted in bijective base 26, as its `virtblk_name_format` does).
+pub fn virtio_disk_name(index: usize) -> String {
+    let mut letters = Vec::new();
+    let mut rest = index;
+    loop {
+        letters.push(b'a' + (rest % 26) as u8);
+        rest /= 26;
+        if rest == 0 {
+            break;
+        }
+        rest -= 1;
+    }
+    letters.reverse();
+    format!("vd{}", String::from_utf8_lossy(&letters))
+}
+
 impl FromStr for DiskConfig {
     type Err = ParseError;
 
@@ -182,6 +216,80 @@ impl FromStr for DiskConfig {
         }
         disk.path = path.ok_or_else(|| ParseError::new(text, "path=FILE is required"))?;
         Ok(disk)
+    }
+}
+
+/// The virtio-vsock device, with Firecracker's host side: host programs connect to the Unix
+/// socket `socket` and write `CONNECT <port>\n`; a guest connection to host port P reaches the
+/// host program listening on `<socket>_P`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 to 4294967294).
+    pub cid: u64,
+    /// Where oxvmm listens for host-initiated connections.
+    pub socket: PathBuf,
+}
+
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+pub const UNIX_SOCKET_PATH_MAX: usize = 107;
+
+impl VsockConfig {
+    /// Why the CID or the socket path cannot be used, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.cid <= 2 || self.cid >= u64::from(u32::MAX) {
+            return Some(format!(
+                "cid={}: 0, 1 and 2 are reserved (hypervisor, local, host), 4294967295 means \
+                 any and CIDs are 32-bit: use 3 to 4294967294",
+                self.cid
+            ));
+        }
+        let len = self.socket.as_os_str().len();
+        if len == 0 {
+            return Some("socket=PATH is required".to_string());
+        }
+        if len > UNIX_SOCKET_PATH_MAX {
+            return Some(format!(
+                "socket={}: the path is {len} bytes, a Unix socket path holds at most \
+                 {UNIX_SOCKET_PATH_MAX}",
+                self.socket.display()
+            ));
+        }
+        None
+    }
+}
+
+impl FromStr for VsockConfig {
+    type Err = ParseError;
+
+    /// `cid=N,socket=PATH`.
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let mut cid = None;
+        let mut socket = None;
+        for item in text.split(',') {
+            match item.split_once('=') {
+                Some(("cid", value)) => {
+                    let parsed = value.parse::<u64>().map_err(|_| {
+                        ParseError::new(text, format!("cid={value}: expected a number"))
+                    })?;
+                    cid = Some(parsed);
+                }
+                Some(("socket", path)) if !path.is_empty() => socket = Some(PathBuf::from(path)),
+                _ => {
+                    return Err(ParseError::new(
+                        text,
+                        format!("unknown or empty item {item:?} (expected cid=N,socket=PATH)"),
+                    ));
+                }
+            }
+        }
+        let cid = cid.ok_or_else(|| ParseError::new(text, "cid=N is required"))?;
+        let socket = socket.ok_or_else(|| ParseError::new(text, "socket=PATH is required"))?;
+        let config = VsockConfig { cid, socket };
+        match config.problem() {
+            Some(problem) => Err(ParseError::new(text, problem)),
+            None => Ok(config),
+        }
     }
 }
 
@@ -227,12 +335,19 @@ impl FromStr for RngConfig {
     }
 }
 
-/// The kernel, initrd and command line.
+/// What the VM boots: a kernel (with initrd and command line), or a firmware image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayloadConfig {
-    /// Path of an ELF `vmlinux` or a `bzImage`, or `builtin:oxguest`.
+    /// Path of an ELF `vmlinux` or a `bzImage`, or `builtin:oxguest`. Empty (left out) when
+    /// `firmware` boots the VM: exactly one of the two is given.
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub kernel: PathBuf,
+    /// Path of a firmware image (e.g. SeaBIOS's `bios.bin`) to boot instead of a kernel: mapped
+    /// read-only below 4 GiB, its last 128 KiB copied to 0xE0000, and the vCPUs started in
+    /// their reset state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<PathBuf>,
     /// Path of an initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<PathBuf>,
@@ -242,6 +357,10 @@ pub struct PayloadConfig {
     /// Which entry point of an ELF kernel to use.
     #[serde(default)]
     pub boot_protocol: BootProtocol,
+}
+
+fn path_is_empty(path: &std::path::Path) -> bool {
+    path.as_os_str().is_empty()
 }
 
 /// Entry point selection for ELF kernels (bzImages always use the 64-bit boot protocol).
@@ -304,6 +423,164 @@ pub enum SerialConfig {
     File(PathBuf),
     /// Discard output.
     Off,
+    /// Listen on a Unix socket: one client at a time gets the output and sends the input.
+    Socket(PathBuf),
+}
+
+/// One virtio-net card on a TAP device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The TAP interface to attach to (created if missing); or `fd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// An inherited TAP file descriptor (opened with IFF_TAP, IFF_NO_PI and IFF_VNET_HDR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// The guest's MAC address (`02:xx:xx:xx:xx:xx`); a random locally administered one when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// A name for the card in counters and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Bandwidth limit in bytes per second, each direction on its own (frames' bytes without
+    /// the virtio-net header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bw: Option<u64>,
+    /// Frames per second limit, each direction on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<u64>,
+}
+
+/// Longest interface name Linux takes (IFNAMSIZ − 1).
+pub const TAP_NAME_MAX: usize = 15;
+
+/// Parses `aa:bb:cc:dd:ee:ff` into a unicast MAC address.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], ParseError> {
+    let bad = || ParseError::new(text, "expected a MAC address like 02:00:00:00:00:01");
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    if mac[0] & 1 != 0 {
+        return Err(ParseError::new(
+            text,
+            "a multicast address cannot be a card's MAC",
+        ));
+    }
+    Ok(mac)
+}
+
+impl NetConfig {
+    /// The MAC address, if one is set and valid.
+    pub fn mac_bytes(&self) -> Result<Option<[u8; 6]>, ParseError> {
+        self.mac.as_deref().map(parse_mac).transpose()
+    }
+
+    /// What the card is called in errors and counters.
+    pub fn name(&self, index: usize) -> String {
+        match (&self.id, &self.tap, self.fd) {
+            (Some(id), _, _) => id.clone(),
+            (None, Some(tap), _) => tap.clone(),
+            (None, None, Some(fd)) => format!("fd={fd}"),
+            (None, None, None) => format!("net{index}"),
+        }
+    }
+}
+
+impl FromStr for NetConfig {
+    type Err = ParseError;
+
+    /// `tap=NAME` or `fd=N`, then `[,mac=M][,id=ID][,bw=10M][,ops=1000]`.
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let mut net = NetConfig::default();
+        for item in text.split(',') {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(ParseError::new(text, format!("{item:?} is not key=value")));
+            };
+            match key {
+                "tap" if !value.is_empty() && value.len() <= TAP_NAME_MAX => {
+                    net.tap = Some(value.to_string());
+                }
+                "tap" => {
+                    return Err(ParseError::new(
+                        text,
+                        format!("tap={value}: 1 to {TAP_NAME_MAX} bytes"),
+                    ));
+                }
+                "fd" => {
+                    let fd = value.parse::<i32>().ok().filter(|&fd| fd >= 3);
+                    net.fd = Some(fd.ok_or_else(|| {
+                        ParseError::new(text, format!("fd={value}: expected a descriptor ≥ 3"))
+                    })?);
+                }
+                "mac" => {
+                    parse_mac(value)?;
+                    net.mac = Some(value.to_ascii_lowercase());
+                }
+                "id" if !value.is_empty() => net.id = Some(value.to_string()),
+                "bw" => net.bw = Some(parse_rate(text, key, value)?),
+                "ops" => net.ops = Some(parse_rate(text, key, value)?),
+                _ => {
+                    return Err(ParseError::new(
+                        text,
+                        format!(
+                            "unknown or empty item {item:?} (expected tap, fd, mac, id, bw, ops)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if net.tap.is_some() == net.fd.is_some() {
+            return Err(ParseError::new(
+                text,
+                "exactly one of tap=NAME and fd=N is required",
+            ));
+        }
+        Ok(net)
+    }
+}
+
+/// The backend of the virtio-console device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ConsoleConfig {
+    /// Listen on a Unix socket, as `--serial socket=PATH` does.
+    Socket(PathBuf),
+    /// Append the guest's output to a file; the guest gets no input.
+    File(PathBuf),
+}
+
+impl FromStr for ConsoleConfig {
+    type Err = ParseError;
+
+    /// `socket=PATH` or `file=PATH`.
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        match text.split_once('=') {
+            Some(("socket", path)) if !path.is_empty() => {
+                Ok(ConsoleConfig::Socket(PathBuf::from(path)))
+            }
+            Some(("file", path)) if !path.is_empty() => {
+                Ok(ConsoleConfig::File(PathBuf::from(path)))
+            }
+            _ => Err(ParseError::new(text, "expected socket=PATH or file=PATH")),
+        }
+    }
+}
+
+impl fmt::Display for ConsoleConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsoleConfig::Socket(path) => write!(f, "socket={}", path.display()),
+            ConsoleConfig::File(path) => write!(f, "file={}", path.display()),
+        }
+    }
 }
 
 /// What a guest-initiated reset does.
@@ -385,9 +662,17 @@ impl FromStr for SerialConfig {
         match text {
             "stdio" => Ok(SerialConfig::Stdio),
             "off" | "null" => Ok(SerialConfig::Off),
-            _ => match text.strip_prefix("file=") {
-                Some(path) if !path.is_empty() => Ok(SerialConfig::File(PathBuf::from(path))),
-                _ => Err(ParseError::new(text, "expected stdio, off or file=PATH")),
+            _ => match text.split_once('=') {
+                Some(("file", path)) if !path.is_empty() => {
+                    Ok(SerialConfig::File(PathBuf::from(path)))
+                }
+                Some(("socket", path)) if !path.is_empty() => {
+                    Ok(SerialConfig::Socket(PathBuf::from(path)))
+                }
+                _ => Err(ParseError::new(
+                    text,
+                    "expected stdio, off, file=PATH or socket=PATH",
+                )),
             },
         }
     }
@@ -424,6 +709,7 @@ impl fmt::Display for SerialConfig {
             SerialConfig::Stdio => write!(f, "stdio"),
             SerialConfig::Off => write!(f, "off"),
             SerialConfig::File(path) => write!(f, "file={}", path.display()),
+            SerialConfig::Socket(path) => write!(f, "socket={}", path.display()),
         }
     }
 }
@@ -504,6 +790,40 @@ mod tests {
     }
 
     #[test]
+    fn a_disk_is_named_by_its_id_else_as_linux_names_virtio_disks() {
+        let named: DiskConfig = "path=/d,id=root".parse().unwrap();
+        let plain: DiskConfig = "path=/d".parse().unwrap();
+
+        assert_eq!(named.name(3), "root");
+        assert_eq!(plain.name(0), "vda");
+        assert_eq!(plain.name(1), "vdb");
+        assert_eq!(plain.name(25), "vdz");
+        assert_eq!(plain.name(26), "vdaa");
+        assert_eq!(plain.name(27), "vdab");
+        assert_eq!(plain.name(701), "vdzz");
+        assert_eq!(plain.name(702), "vdaaa");
+    }
+
+    #[test]
+    fn vsock_options_parse_and_bad_ones_are_named() {
+        let vsock: VsockConfig = "cid=3,socket=/run/v.sock".parse().unwrap();
+        assert_eq!((vsock.cid, vsock.socket), (3, PathBuf::from("/run/v.sock")));
+        let problem = |text: &str| text.parse::<VsockConfig>().unwrap_err().problem;
+        for reserved in ["0", "1", "2", "4294967295", "4294967296"] {
+            let text = format!("cid={reserved},socket=/v");
+            assert!(problem(&text).contains("reserved"), "{text}");
+        }
+        assert!(problem("cid=3").contains("socket=PATH is required"));
+        assert!(problem("socket=/v").contains("cid=N is required"));
+        assert!(problem("cid=x,socket=/v").contains("expected a number"));
+        assert!(problem("cid=3,socket=/v,port=1").contains("unknown"));
+        let long = format!("cid=3,socket=/{}", "s".repeat(107));
+        assert!(problem(&long).contains("at most 107"));
+        let fits = format!("cid=3,socket=/{}", "s".repeat(106));
+        assert!(fits.parse::<VsockConfig>().is_ok());
+    }
+
+    #[test]
     fn rng_options_parse() {
         assert_eq!("".parse(), Ok(RngConfig::default()));
         assert_eq!(
@@ -522,8 +842,82 @@ mod tests {
             "file=/tmp/x".parse(),
             Ok(SerialConfig::File(PathBuf::from("/tmp/x")))
         );
+        assert_eq!(
+            "socket=/run/c.sock".parse(),
+            Ok(SerialConfig::Socket(PathBuf::from("/run/c.sock")))
+        );
+        assert_eq!(
+            SerialConfig::Socket(PathBuf::from("/s")).to_string(),
+            "socket=/s"
+        );
         assert!("file=".parse::<SerialConfig>().is_err());
+        assert!("socket=".parse::<SerialConfig>().is_err());
         assert!("tty".parse::<SerialConfig>().is_err());
+    }
+
+    #[test]
+    fn net_options_parse() {
+        let net: NetConfig = "tap=tap0,mac=02:AA:bb:cc:dd:ee,id=lan".parse().unwrap();
+        assert_eq!(net.tap.as_deref(), Some("tap0"));
+        assert_eq!(net.mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
+        assert_eq!(
+            net.mac_bytes().unwrap(),
+            Some([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])
+        );
+        assert_eq!(net.name(0), "lan");
+        let inherited: NetConfig = "fd=5".parse().unwrap();
+        assert_eq!(
+            (inherited.fd, inherited.name(1)),
+            (Some(5), "fd=5".to_string())
+        );
+        let err = |text: &str| text.parse::<NetConfig>().unwrap_err().problem;
+        assert!(err("mac=02:00:00:00:00:01").contains("exactly one"));
+        assert!(err("tap=a,fd=4").contains("exactly one"));
+        assert!(err("tap=a-name-that-is-too-long").contains("15"));
+        assert!(err("tap=t,mac=01:00:00:00:00:01").contains("multicast"));
+        assert!(err("tap=t,mac=02:00:00:00:00").contains("MAC"));
+        assert!(err("tap=t,mac=02:00:00:00:00:0g").contains("MAC"));
+        assert!(err("fd=1").contains("≥ 3"));
+        assert!(err("tap=t,colour=red").contains("unknown"));
+    }
+
+    #[test]
+    fn net_rate_limits_parse_with_units() {
+        let net: NetConfig = "tap=t,bw=10M,ops=1000".parse().unwrap();
+        let bytes_only: NetConfig = "fd=3,bw=512k".parse().unwrap();
+        let err = |text: &str| text.parse::<NetConfig>().unwrap_err().problem;
+
+        assert_eq!((net.bw, net.ops), (Some(10 << 20), Some(1000)));
+        assert_eq!((bytes_only.bw, bytes_only.ops), (Some(512 << 10), None));
+        assert!(err("tap=t,bw=0").contains("positive"));
+        assert!(err("tap=t,ops=fast").contains("positive"));
+        let json = serde_json::to_string(&net).unwrap();
+        assert_eq!(json, r#"{"tap":"t","bw":10485760,"ops":1000}"#);
+        assert_eq!(serde_json::from_str::<NetConfig>(&json).unwrap(), net);
+    }
+
+    #[test]
+    fn console_backends_parse() {
+        assert_eq!(
+            "socket=/c.sock".parse(),
+            Ok(ConsoleConfig::Socket(PathBuf::from("/c.sock")))
+        );
+        assert_eq!(
+            "file=/c.log".parse(),
+            Ok(ConsoleConfig::File(PathBuf::from("/c.log")))
+        );
+        assert_eq!(
+            ConsoleConfig::File(PathBuf::from("/l")).to_string(),
+            "file=/l"
+        );
+        assert!("stdio".parse::<ConsoleConfig>().is_err());
+        assert!("socket=".parse::<ConsoleConfig>().is_err());
+        let json = r#"{"payload":{"kernel":"/k"},"console":{"socket":"/c"}}"#;
+        let config: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            config.console,
+            Some(ConsoleConfig::Socket(PathBuf::from("/c")))
+        );
     }
 
     #[test]

@@ -23,6 +23,6 @@ pub use openapi::OPENAPI_JSON;
 pub use routes::{ApiError, ApiRequest, ApiResponse, ROUTES, Route, parse_request};
 pub use server::serve_connection;
 pub use types::{
-    BalloonRequest, Counters, DeviceCounters, ErrorBody, PingResponse, SnapshotRequest, VmInfo,
-    VmState,
+    BalloonRequest, Counters, DeviceCounters, DiskCounters, ErrorBody, PingResponse,
+    SnapshotRequest, VmInfo, VmState,
 };

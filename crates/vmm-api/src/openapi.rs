@@ -13,7 +13,9 @@ mod tests {
     use serde_json::Value;
 
     use super::OPENAPI_JSON;
-    use crate::config::{BalloonConfig, DiskConfig, RngConfig, SerialConfig, VmConfig};
+    use crate::config::{
+        BalloonConfig, ConsoleConfig, DiskConfig, NetConfig, RngConfig, SerialConfig, VmConfig,
+    };
     use crate::config::{BootProtocol, CpusConfig, MemoryConfig, OnReboot, PayloadConfig};
     use crate::routes::ROUTES;
     use crate::types::*;
@@ -57,6 +59,7 @@ mod tests {
         VmConfig {
             payload: PayloadConfig {
                 kernel: PathBuf::from("/k"),
+                firmware: Some(PathBuf::from("/f")),
                 initrd: Some(PathBuf::from("/i")),
                 cmdline: "console=ttyS0".to_string(),
                 boot_protocol: BootProtocol::Pvh,
@@ -83,6 +86,19 @@ mod tests {
                 bw: Some(1),
                 iops: Some(1),
             }],
+            console: Some(ConsoleConfig::File(PathBuf::from("/c"))),
+            nets: vec![NetConfig {
+                tap: Some("tap0".into()),
+                fd: Some(3),
+                mac: Some("02:00:00:00:00:01".into()),
+                id: Some("lan".into()),
+                bw: Some(1),
+                ops: Some(1),
+            }],
+            vsock: Some(crate::config::VsockConfig {
+                cid: 3,
+                socket: PathBuf::from("/v.sock"),
+            }),
         }
     }
 
@@ -192,6 +208,7 @@ mod tests {
             ("VmInfo", field_names(&info)),
             ("Counters", field_names(&counters)),
             ("DeviceCounters", field_names(&DeviceCounters::default())),
+            ("DiskCounters", field_names(&DiskCounters::default())),
             (
                 "ErrorBody",
                 field_names(&ErrorBody {
@@ -226,6 +243,16 @@ mod tests {
             property_names(schema(&spec, "MemoryConfig")),
             field_names(&config.memory)
         );
+        assert_eq!(
+            property_names(schema(&spec, "NetConfig")),
+            field_names(&config.nets[0])
+        );
+        if let Some(vsock) = &config.vsock {
+            assert_eq!(
+                property_names(schema(&spec, "VsockConfig")),
+                field_names(vsock)
+            );
+        }
     }
 
     #[test]

@@ -82,6 +82,33 @@ pub struct Counters {
     pub exits: BTreeMap<String, u64>,
     /// Per-device traffic, by device name.
     pub devices: BTreeMap<String, DeviceCounters>,
+    /// Interrupts delivered, by path: `msix_irqfd` (MSI-X through an irqfd),
+    /// `msix_signal_msi` (MSI-X through `KVM_SIGNAL_MSI`), `ioapic_signal_msi`.
+    #[serde(default)]
+    pub interrupts: BTreeMap<String, u64>,
+    /// virtio-blk requests per disk, by disk name: the disk's `id`, else `vda`, `vdb`, … by its
+    /// place among the disks (the name Linux gives it; see `DiskConfig::name`).
+    #[serde(default)]
+    pub disks: BTreeMap<String, DiskCounters>,
+}
+
+/// Requests one virtio-blk disk completed since oxvmm started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskCounters {
+    /// Read requests completed.
+    pub reads: u64,
+    /// Bytes those read.
+    pub bytes_read: u64,
+    /// Write requests completed.
+    pub writes: u64,
+    /// Bytes those wrote.
+    pub bytes_written: u64,
+    /// Flush requests completed.
+    pub flushes: u64,
+    /// Discard and write-zeroes requests completed.
+    pub discards: u64,
+    /// Requests that failed on the host (answered `IOERR`).
+    pub errors: u64,
 }
 
 /// Traffic of one device.
@@ -165,11 +192,31 @@ mod tests {
                 bytes_written: 512,
             },
         );
+        counters.disks.insert(
+            "vda".to_string(),
+            DiskCounters {
+                reads: 2,
+                bytes_read: 8192,
+                flushes: 1,
+                ..DiskCounters::default()
+            },
+        );
 
         let json = serde_json::to_string(&counters).unwrap();
         let again: Counters = serde_json::from_str(&json).unwrap();
 
         assert_eq!(again, counters);
         assert!(json.contains(r#""bytes_written":512"#), "{json}");
+        assert!(
+            json.contains(r#""vda":{"reads":2,"bytes_read":8192"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn counters_without_disks_from_an_older_oxvmm_still_parse() {
+        let counters: Counters = serde_json::from_str(r#"{"exits":{},"devices":{}}"#).unwrap();
+
+        assert!(counters.disks.is_empty());
     }
 }

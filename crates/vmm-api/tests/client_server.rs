@@ -29,6 +29,7 @@ fn config() -> VmConfig {
     VmConfig {
         payload: PayloadConfig {
             kernel: PathBuf::from("builtin:oxguest"),
+            firmware: None,
             initrd: None,
             cmdline: String::new(),
             boot_protocol: Default::default(),
@@ -40,6 +41,9 @@ fn config() -> VmConfig {
         rng: None,
         balloon: None,
         disks: Vec::new(),
+        console: None,
+        nets: Vec::new(),
+        vsock: None,
     }
 }
 

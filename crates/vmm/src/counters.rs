@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use devices::bus::BusDevice;
 use hypervisor::VcpuExit;
-use vmm_api::types::{Counters, DeviceCounters};
+use vmm_api::types::{Counters, DeviceCounters, DiskCounters};
 
 /// The kinds of vCPU exit that are counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +42,8 @@ impl ExitKind {
     /// The kind of `exit`.
     pub fn of(exit: &VcpuExit<'_>) -> Self {
         match exit {
-            VcpuExit::IoIn(..) => ExitKind::IoIn,
-            VcpuExit::IoOut(..) => ExitKind::IoOut,
+            VcpuExit::IoIn { .. } => ExitKind::IoIn,
+            VcpuExit::IoOut { .. } => ExitKind::IoOut,
             VcpuExit::MmioRead(..) => ExitKind::MmioRead,
             VcpuExit::MmioWrite(..) => ExitKind::MmioWrite,
             VcpuExit::IoapicEoi(_) => ExitKind::IoapicEoi,
@@ -61,11 +61,37 @@ pub struct DeviceCounter {
     bytes_written: AtomicU64,
 }
 
+/// Reads the counters of a device that counts its own traffic (virtio-net).
+pub type CounterSource = Box<dyn Fn() -> DeviceCounters + Send + Sync>;
+
+/// Reads interrupt delivery counts by path.
+pub type InterruptSource = Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>;
+
+/// Reads the request counts of one virtio-blk disk.
+pub type DiskSource = Box<dyn Fn() -> DiskCounters + Send + Sync>;
+
+/// A virtio-blk device's statistics in the control API's shape (write-zeroes requests count
+/// with discards: both free space rather than write data).
+pub fn disk_counters(stats: &virtio::block::BlockStats) -> DiskCounters {
+    DiskCounters {
+        reads: stats.reads,
+        bytes_read: stats.bytes_read,
+        writes: stats.writes,
+        bytes_written: stats.bytes_written,
+        flushes: stats.flushes,
+        discards: stats.discards + stats.write_zeroes,
+        errors: stats.errors,
+    }
+}
+
 /// All counters of a VM; they survive reboots.
 #[derive(Default)]
 pub struct VmCounters {
     exits: [AtomicU64; EXIT_KINDS.len()],
     devices: std::sync::Mutex<Vec<(&'static str, Arc<DeviceCounter>)>>,
+    sources: std::sync::Mutex<Vec<(String, CounterSource)>>,
+    interrupts: std::sync::Mutex<Option<InterruptSource>>,
+    disks: std::sync::Mutex<Vec<(String, DiskSource)>>,
 }
 
 impl VmCounters {
@@ -86,6 +112,27 @@ impl VmCounters {
         counter
     }
 
+    /// Reports device `name`'s own counters, read from `source`, with the others.
+    pub fn add_source(&self, name: String, source: CounterSource) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, source));
+    }
+
+    /// Reports the requests of disk `name`, read from `source`, under `disks`.
+    pub fn add_disk(&self, name: String, source: DiskSource) {
+        self.disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, source));
+    }
+
+    /// Reports interrupt delivery counts read from `source`.
+    pub fn set_interrupt_source(&self, source: InterruptSource) {
+        *self.interrupts.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
     /// The current values, in the control API's shape.
     pub fn snapshot(&self) -> Counters {
         let exits = EXIT_KINDS
@@ -93,7 +140,7 @@ impl VmCounters {
             .zip(&self.exits)
             .map(|((_, name), value)| (name.to_string(), value.load(Ordering::Relaxed)))
             .collect();
-        let devices: BTreeMap<String, DeviceCounters> = self
+        let mut devices: BTreeMap<String, DeviceCounters> = self
             .devices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -109,7 +156,24 @@ impl VmCounters {
                 )
             })
             .collect();
-        Counters { exits, devices }
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        devices.extend(sources.iter().map(|(name, read)| (name.clone(), read())));
+        let interrupts = self
+            .interrupts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|read| read())
+            .unwrap_or_default();
+        let disks = (self.disks.lock().unwrap_or_else(|e| e.into_inner()).iter())
+            .map(|(name, read)| (name.clone(), read()))
+            .collect();
+        Counters {
+            exits,
+            devices,
+            interrupts,
+            disks,
+        }
     }
 }
 
@@ -186,6 +250,45 @@ mod tests {
         assert_eq!(
             (echo.requests, echo.bytes_read, echo.bytes_written),
             (2, 4, 2)
+        );
+    }
+
+    #[test]
+    fn disks_are_reported_by_name_with_their_current_stats() {
+        let counters = VmCounters::default();
+        let stats = Arc::new(std::sync::Mutex::new(virtio::block::BlockStats::default()));
+        let source = stats.clone();
+        counters.add_disk(
+            "vda".to_string(),
+            Box::new(move || disk_counters(&source.lock().unwrap())),
+        );
+
+        let before = counters.snapshot().disks["vda"];
+        *stats.lock().unwrap() = virtio::block::BlockStats {
+            reads: 3,
+            bytes_read: 12288,
+            writes: 1,
+            bytes_written: 512,
+            flushes: 2,
+            discards: 1,
+            write_zeroes: 1,
+            errors: 1,
+            ..Default::default()
+        };
+        let after = counters.snapshot().disks["vda"];
+
+        assert_eq!(before, DiskCounters::default());
+        assert_eq!(
+            after,
+            DiskCounters {
+                reads: 3,
+                bytes_read: 12288,
+                writes: 1,
+                bytes_written: 512,
+                flushes: 2,
+                discards: 2,
+                errors: 1,
+            }
         );
     }
 }

@@ -4,77 +4,29 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use arch::layout;
 use devices::acpi_pm::{AcpiPm, AcpiPmState};
 use devices::bus::{Bus, BusDevice};
 use devices::cmos::{Cmos, CmosState};
+use devices::debugcon::DebugCon;
+use devices::fw_cfg::{FwCfg, FwCfgState};
 use devices::i8042::{I8042, I8042State};
 use devices::ioapic::{Ioapic, IoapicState};
 use devices::serial::{Serial, SerialState};
-use devices::{MsiMessage, MsiSink, PowerEvents, SystemWallClock};
+use devices::{PowerEvents, SystemWallClock};
 use serde::{Deserialize, Serialize};
-use vm_memory::GuestMemoryMmap;
 
+use event_manager::MutEventSubscriber;
+
+use crate::chardev::{InputSink, SocketChardev};
 use crate::config::{SerialConfig, VmConfig};
 use crate::counters::{Counted, VmCounters};
 use crate::error::VmmError;
+use crate::interrupts::MsiRouter;
+use crate::memory::GuestRam;
 use crate::pci_devices::{PciContext, PciDevices, PciState};
-
-/// Delivers IOAPIC messages to whichever KVM VM is current (a reboot creates a new one), and
-/// mirrors each pin's message as a KVM GSI route so KVM reports level-triggered EOIs.
-#[derive(Default)]
-pub struct MsiRouter {
-    vm: RwLock<Option<Arc<hypervisor::Vm>>>,
-    routes: Mutex<Vec<Option<MsiMessage>>>,
-}
-
-impl MsiRouter {
-    /// Routes later MSIs to `vm` (or nowhere with `None`).
-    pub fn attach(&self, vm: Option<Arc<hypervisor::Vm>>) {
-        *self.vm.write().unwrap_or_else(|e| e.into_inner()) = vm;
-    }
-
-    fn push_routes(&self, routes: &[Option<MsiMessage>]) -> std::io::Result<()> {
-        let table: Vec<(u32, u64, u32)> = routes
-            .iter()
-            .enumerate()
-            .filter_map(|(gsi, route)| route.map(|m| (gsi as u32, m.address, m.data)))
-            .collect();
-        let guard = self.vm.read().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(vm) => vm
-                .set_msi_routes(&table)
-                .map_err(|e| std::io::Error::other(e.to_string())),
-            None => Ok(()),
-        }
-    }
-}
-
-impl MsiSink for MsiRouter {
-    fn send_msi(&self, address: u64, data: u32) -> std::io::Result<()> {
-        let guard = self.vm.read().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(vm) => vm
-                .signal_msi(address, data)
-                .map_err(|e| std::io::Error::other(e.to_string())),
-            None => Ok(()),
-        }
-    }
-
-    fn route_changed(&self, source: usize, message: Option<MsiMessage>) -> std::io::Result<()> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        if routes.len() <= source {
-            routes.resize(source + 1, None);
-        }
-        if routes[source] == message {
-            return Ok(());
-        }
-        routes[source] = message;
-        self.push_routes(&routes)
-    }
-}
 
 /// The guest-visible state of every platform device, for snapshots.
 #[derive(Serialize, Deserialize)]
@@ -86,6 +38,8 @@ pub struct DevicesState {
     acpi_pm: AcpiPmState,
     ioapic: IoapicState,
     pci: PciState,
+    /// Only in firmware boots. Always encoded: the state is bincode, which cannot skip fields.
+    fw_cfg: Option<FwCfgState>,
 }
 
 fn locked<T>(device: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -108,10 +62,19 @@ pub struct DeviceManager {
     acpi_pm: Arc<Mutex<AcpiPm>>,
     /// The PCI root complex and its devices.
     pub pci: PciDevices,
+    host_subscribers: Vec<HostSubscriber>,
+    /// QEMU's firmware configuration interface, when the VM boots firmware.
+    fw_cfg: Option<Arc<Mutex<FwCfg>>>,
 }
 
-fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmError> {
-    Ok(match config {
+/// An event-loop subscriber for a host-side file descriptor of a device.
+pub type HostSubscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Where COM1's output goes, and the socket backend behind it if it has one.
+fn serial_output(
+    config: &SerialConfig,
+) -> Result<(Box<dyn Write + Send>, Option<SocketChardev>), VmmError> {
+    let output: Box<dyn Write + Send> = match config {
         // A duplicate of fd 1 as a `File`: unbuffered, so each byte the guest writes is on the
         // terminal at once (std's `Stdout` would hold it until the end of the line).
         SerialConfig::Stdio => Box::new(File::from(
@@ -134,7 +97,73 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmErro
                     source,
                 })?,
         ),
-    })
+        SerialConfig::Socket(path) => {
+            let (chardev, writer) =
+                SocketChardev::listen(path).map_err(|e| VmmError::InvalidOption {
+                    option: "--serial",
+                    value: config.to_string(),
+                    problem: e.to_string(),
+                })?;
+            return Ok((Box::new(writer), Some(chardev)));
+        }
+    };
+    Ok((output, None))
+}
+
+/// A virtio-net card's traffic as device counters: frames are requests; bytes the guest
+/// received are read, bytes it sent are written.
+fn net_device_counters(net: &virtio::net::NetCounters) -> vmm_api::types::DeviceCounters {
+    use std::sync::atomic::Ordering::Relaxed;
+    vmm_api::types::DeviceCounters {
+        requests: net.rx_frames.load(Relaxed) + net.tx_frames.load(Relaxed),
+        bytes_read: net.rx_bytes.load(Relaxed),
+        bytes_written: net.tx_bytes.load(Relaxed),
+    }
+}
+
+/// COM1's receive FIFO as the destination of socket input.
+struct SerialInput(Arc<Mutex<Serial>>);
+
+impl InputSink for SerialInput {
+    fn offer(&self, bytes: &[u8]) -> usize {
+        offer_serial_input(&self.0, bytes)
+    }
+}
+
+/// Feeds as much host input to the serial port as its receive FIFO takes now.
+fn offer_serial_input(serial: &Mutex<Serial>, bytes: &[u8]) -> usize {
+    let mut serial = serial.lock().unwrap_or_else(|e| e.into_inner());
+    let count = serial.fifo_capacity().min(bytes.len());
+    match serial.enqueue_input(&bytes[..count]) {
+        Ok(()) => count,
+        Err(e) => {
+            tracing::debug!("serial input deferred: {e}");
+            0
+        }
+    }
+}
+
+/// The devices only a firmware boot has: `fw_cfg` and the debug console, whose lines are
+/// logged at debug level (target `firmware`).
+fn insert_firmware_devices(
+    config: &VmConfig,
+    pio: &mut Bus,
+    counters: &VmCounters,
+) -> Result<Arc<Mutex<FwCfg>>, VmmError> {
+    let fw_cfg = Arc::new(Mutex::new(crate::firmware::fw_cfg_device(config)?));
+    let range = (layout::FW_CFG_PORT, layout::FW_CFG_LEN);
+    insert(pio, counters, &fw_cfg, range, "fw_cfg")?;
+    let debugcon = Arc::new(Mutex::new(DebugCon::new(Box::new(|line| {
+        tracing::debug!(target: "firmware", "{line}");
+    }))));
+    insert(
+        pio,
+        counters,
+        &debugcon,
+        (layout::DEBUGCON_PORT, 1),
+        "debugcon",
+    )?;
+    Ok(fw_cfg)
 }
 
 /// Puts `device` on `bus`, counting its accesses under `name`.
@@ -159,14 +188,22 @@ impl DeviceManager {
         config: &VmConfig,
         power: Arc<dyn PowerEvents>,
         counters: &VmCounters,
-        memory: &GuestMemoryMmap,
+        memory: &GuestRam,
     ) -> Result<Self, VmmError> {
         let msi = Arc::new(MsiRouter::default());
+        let router = msi.clone();
+        counters.set_interrupt_source(Box::new(move || router.counters()));
         let ioapic = Arc::new(Mutex::new(Ioapic::new(msi.clone())));
+        let (serial_out, serial_socket) = serial_output(&config.serial)?;
         let serial = Arc::new(Mutex::new(Serial::new(
             Ioapic::pin(&ioapic, layout::COM1_IRQ),
-            serial_output(&config.serial)?,
+            serial_out,
         )));
+        let mut host_subscribers: Vec<HostSubscriber> = Vec::new();
+        if let Some(mut chardev) = serial_socket {
+            chardev.set_input(Box::new(SerialInput(serial.clone())));
+            host_subscribers.push(Arc::new(Mutex::new(chardev)));
+        }
         let i8042 = Arc::new(Mutex::new(I8042::new(
             power.clone(),
             Ioapic::pin(&ioapic, layout::I8042_IRQ),
@@ -190,6 +227,16 @@ impl DeviceManager {
                 power,
             },
         )?;
+        host_subscribers.extend(pci.host_subscribers.iter().cloned());
+        for (name, net) in &pci.net_counters {
+            let net = net.clone();
+            counters.add_source(name.clone(), Box::new(move || net_device_counters(&net)));
+        }
+        for (name, disk) in &pci.disks {
+            let disk = disk.clone();
+            let read = move || crate::counters::disk_counters(&locked(&disk).device().stats());
+            counters.add_disk(name.clone(), Box::new(read));
+        }
 
         let mut pio = Bus::new();
         insert(
@@ -218,6 +265,16 @@ impl DeviceManager {
         insert(&mut mmio, counters, &pci.config_mmio, ecam, "pci-ecam")?;
         let window = (layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE);
         insert(&mut mmio, counters, &pci.window, window, "pci-mmio")?;
+        let high_window = Arc::new(Mutex::new(devices::pci::PciMmioWindow::new(
+            pci.root.clone(),
+            layout::PCI_MMIO32_HIGH_START,
+        )));
+        let high_range = (layout::PCI_MMIO32_HIGH_START, layout::PCI_MMIO32_HIGH_SIZE);
+        insert(&mut mmio, counters, &high_window, high_range, "pci-mmio")?;
+        let fw_cfg = match config.payload.firmware {
+            Some(_) => Some(insert_firmware_devices(config, &mut pio, counters)?),
+            None => None,
+        };
         Ok(DeviceManager {
             pio,
             mmio,
@@ -228,7 +285,14 @@ impl DeviceManager {
             cmos,
             acpi_pm,
             pci,
+            host_subscribers,
+            fw_cfg,
         })
+    }
+
+    /// Event-loop subscribers of the devices' host-side descriptors (socket backends, TAPs).
+    pub fn host_subscribers(&self) -> Vec<HostSubscriber> {
+        self.host_subscribers.clone()
     }
 
     /// Puts every device back in its power-on state for a reboot in place. CMOS NVRAM and the
@@ -249,24 +313,16 @@ impl DeviceManager {
             .unwrap_or_else(|e| e.into_inner())
             .reset();
         self.pci.reset();
+        if let Some(fw_cfg) = &self.fw_cfg {
+            locked(fw_cfg).reset();
+        }
     }
 
     /// Connects the devices to a freshly created KVM VM (after a reboot, a new one).
     pub fn attach_vm(&self, vm: Option<Arc<hypervisor::Vm>>) {
-        let attached = vm.is_some();
         self.pci.ioevents.attach(vm.clone());
-        self.msi.attach(vm);
-        if attached {
-            let routes = self
-                .msi
-                .routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Err(e) = self.msi.push_routes(&routes) {
-                tracing::warn!("cannot install the IOAPIC's GSI routes: {e}");
-            }
-        }
+        self.msi
+            .attach(vm.map(|vm| vm as Arc<dyn crate::interrupts::IrqRouting>));
     }
 
     /// Reads the state of every device (the vCPUs must be stopped); fails for a device whose
@@ -279,6 +335,7 @@ impl DeviceManager {
             acpi_pm: locked(&self.acpi_pm).state(),
             ioapic: locked(&self.ioapic).state(),
             pci: self.pci.save_state()?,
+            fw_cfg: self.fw_cfg.as_ref().map(|fw_cfg| locked(fw_cfg).state()),
         })
     }
 
@@ -305,6 +362,9 @@ impl DeviceManager {
         locked(&self.ioapic)
             .restore(&state.ioapic)
             .map_err(|e| failed("ioapic")(&e))?;
+        if let (Some(fw_cfg), Some(saved)) = (&self.fw_cfg, &state.fw_cfg) {
+            locked(fw_cfg).restore(saved);
+        }
         self.pci.restore_state(&state.pci)
     }
 
@@ -319,14 +379,6 @@ impl DeviceManager {
     /// Feeds as much host input to the serial port as its receive FIFO takes now; returns how
     /// many bytes it took.
     pub fn serial_input(&self, bytes: &[u8]) -> usize {
-        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
-        let count = serial.fifo_capacity().min(bytes.len());
-        match serial.enqueue_input(&bytes[..count]) {
-            Ok(()) => count,
-            Err(e) => {
-                tracing::debug!("serial input deferred: {e}");
-                0
-            }
-        }
+        offer_serial_input(&self.serial, bytes)
     }
 }

@@ -56,6 +56,15 @@ pub enum VmmError {
         #[source]
         source: KernelError,
     },
+    /// The firmware image cannot be used.
+    #[error("--firmware {}", path.display())]
+    Firmware {
+        /// The firmware path.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::firmware::FirmwareError,
+    },
     /// The initrd cannot be used.
     #[error("--initrd {}", path.display())]
     Initrd {

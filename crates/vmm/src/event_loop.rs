@@ -165,6 +165,9 @@ impl EventLoop {
         for subscriber in devices.pci.ioevents.subscribers() {
             manager.add_subscriber(subscriber);
         }
+        for subscriber in devices.host_subscribers() {
+            manager.add_subscriber(subscriber);
+        }
         if forward_stdin {
             let forwarder = StdinForwarder::new(devices)
                 .map_err(|e| VmmError::Runtime(format!("cannot create a timer: {e}")))?;

@@ -19,6 +19,7 @@ pub(crate) struct HostLimits {
 
 /// Checks the values a user gives before anything is allocated.
 pub(crate) fn validate(config: &VmConfig, host: &HostLimits) -> Result<(), VmmError> {
+    validate_payload(&config.payload)?;
     let cpus = config.cpus.count;
     let max_cpus = host.max_vcpus.min(usize::from(u8::MAX));
     if cpus == 0 {
@@ -53,6 +54,36 @@ pub(crate) fn validate(config: &VmConfig, host: &HostLimits) -> Result<(), VmmEr
         });
     }
     Ok(())
+}
+
+/// Exactly one of a kernel and a firmware image boots the VM; a firmware takes no kernel
+/// options.
+fn validate_payload(payload: &crate::config::PayloadConfig) -> Result<(), VmmError> {
+    let Some(firmware) = &payload.firmware else {
+        if payload.kernel.as_os_str().is_empty() {
+            return Err(VmmError::InvalidOption {
+                option: "--kernel",
+                value: String::new(),
+                problem: "a kernel or a firmware image (--firmware) is required".into(),
+            });
+        }
+        return Ok(());
+    };
+    let kernel_options = [
+        ("--kernel", !payload.kernel.as_os_str().is_empty()),
+        ("--initrd", payload.initrd.is_some()),
+        ("--cmdline", !payload.cmdline.is_empty()),
+    ];
+    match kernel_options.iter().find(|(_, given)| *given) {
+        Some((option, _)) => Err(VmmError::InvalidOption {
+            option: "--firmware",
+            value: firmware.display().to_string(),
+            problem: format!(
+                "cannot be used with {option}: the firmware loads what it boots from the disks"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn host_memory_mib() -> Option<u64> {
@@ -169,6 +200,7 @@ mod tests {
         VmConfig {
             payload: PayloadConfig {
                 kernel: "/k".into(),
+                firmware: None,
                 initrd: None,
                 cmdline: String::new(),
                 boot_protocol: Default::default(),
@@ -183,6 +215,9 @@ mod tests {
             rng: None,
             balloon: None,
             disks: Vec::new(),
+            console: None,
+            nets: Vec::new(),
+            vsock: None,
         }
     }
 
@@ -212,5 +247,33 @@ mod tests {
             big.starts_with("--memory 2048M:") && big.contains("1024 MiB"),
             "{big}"
         );
+    }
+
+    #[test]
+    fn a_firmware_excludes_kernel_options_and_something_must_boot() {
+        let mut both = config(1, 128);
+        both.payload.firmware = Some("/bios.bin".into());
+        let mut firmware_and_cmdline = config(1, 128);
+        firmware_and_cmdline.payload.kernel = Default::default();
+        firmware_and_cmdline.payload.firmware = Some("/bios.bin".into());
+        firmware_and_cmdline.payload.cmdline = "quiet".into();
+        let mut firmware_only = firmware_and_cmdline.clone();
+        firmware_only.payload.cmdline.clear();
+        let mut nothing = config(1, 128);
+        nothing.payload.kernel = Default::default();
+
+        let both = validate(&both, &HOST).unwrap_err().to_string();
+        let with_cmdline = validate(&firmware_and_cmdline, &HOST)
+            .unwrap_err()
+            .to_string();
+        let nothing = validate(&nothing, &HOST).unwrap_err().to_string();
+
+        assert!(
+            both.starts_with("--firmware /bios.bin: cannot be used with --kernel"),
+            "{both}"
+        );
+        assert!(with_cmdline.contains("with --cmdline"), "{with_cmdline}");
+        assert!(nothing.contains("--firmware"), "{nothing}");
+        assert!(validate(&firmware_only, &HOST).is_ok());
     }
 }

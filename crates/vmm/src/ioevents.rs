@@ -32,8 +32,12 @@ pub trait QueueNotify: Send {
     fn queue_notify_address(&self, queue: u16) -> Option<u64>;
     /// Acts as if the guest had written `queue` to its notify register.
     fn notify_queue(&mut self, queue: u16);
-    /// When a rate limiter stopped the device, when to notify it again.
-    fn throttled_until(&self) -> Option<std::time::Instant>;
+    /// When a rate limiter stopped queue `queue`, when to notify it again.
+    fn throttled_until(&self, queue: u16) -> Option<std::time::Instant>;
+    /// Number of MSI-X vectors.
+    fn msix_vectors(&self) -> u16;
+    /// Announces MSI-X routes as GSIs `base + vector` (see `interrupts`).
+    fn set_msix_route_base(&self, base: Option<usize>);
 }
 
 impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
@@ -58,8 +62,16 @@ impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
         self.bar_write(VIRTIO_BAR, offset, &queue.to_le_bytes());
     }
 
-    fn throttled_until(&self) -> Option<std::time::Instant> {
-        self.device().throttled_until()
+    fn throttled_until(&self, queue: u16) -> Option<std::time::Instant> {
+        self.device().queue_throttled_until(queue)
+    }
+
+    fn msix_vectors(&self) -> u16 {
+        VirtioPciDevice::msix_vectors(self)
+    }
+
+    fn set_msix_route_base(&self, base: Option<usize>) {
+        VirtioPciDevice::set_msix_route_base(self, base);
     }
 }
 
@@ -193,7 +205,7 @@ struct QueueSubscriber {
 impl QueueSubscriber {
     /// Arms the retry timer when the device was throttled.
     fn arm_retry(&self, device: &dyn QueueNotify) {
-        let Some(at) = device.throttled_until() else {
+        let Some(at) = device.throttled_until(self.event.queue) else {
             return;
         };
         // A zero timeout would disarm the timer: wait at least a microsecond.

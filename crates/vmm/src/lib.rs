@@ -7,23 +7,32 @@
 
 pub mod api;
 mod api_handler;
+mod chardev;
 mod counters;
 mod device_manager;
 mod error;
 mod event_loop;
 mod events;
+mod firmware;
 mod host;
+mod interrupts;
 mod ioevents;
 mod loader;
 mod memory;
+mod net;
 mod pci_devices;
 mod vcpu;
 mod vcpu_control;
 mod vm;
 mod vm_snapshot;
+mod vsock;
 
 pub use error::{KernelError, VmmError};
+pub use firmware::FirmwareError;
 pub use vm::{VmOutcome, run_vm};
-pub use vm_snapshot::{RestoreOptions, restore_vm};
+pub use vm_snapshot::{
+    RestoreOptions, STATE_KIND as SNAPSHOT_STATE_KIND, STATE_VERSION as SNAPSHOT_STATE_VERSION,
+    decode_snapshot_state, restore_vm,
+};
 pub use vmm_api::config;
 pub use vmm_api::config::VmConfig;

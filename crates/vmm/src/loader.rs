@@ -11,10 +11,11 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{KernelLoader, KernelLoaderResult, bzimage::BzImage, elf::Elf};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::config::{BUILTIN_OXGUEST, BUILTIN_PREFIX, BootProtocol, PayloadConfig};
 use crate::error::{KernelError, VmmError};
+use crate::memory::GuestRam;
 
 /// Offset of the 64-bit entry point from the start of a bzImage's protected-mode code.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
@@ -118,7 +119,7 @@ struct LoadedKernel {
 }
 
 fn load_kernel(
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     image: &mut KernelImage,
     protocol: BootProtocol,
 ) -> Result<LoadedKernel, KernelError> {
@@ -129,7 +130,7 @@ fn load_kernel(
 }
 
 fn load_kernel_from<R: ImageReader>(
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     reader: &mut R,
     protocol: BootProtocol,
 ) -> Result<LoadedKernel, KernelError> {
@@ -253,7 +254,7 @@ pub struct BootEnvironment<'a> {
 
 /// Loads the kernel, initrd and command line and writes every boot table. Returns the entry.
 pub fn load_payload(
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     kernel: &mut KernelImage,
     env: &BootEnvironment<'_>,
 ) -> Result<EntryPoint, VmmError> {
@@ -306,7 +307,7 @@ pub fn load_payload(
 }
 
 fn write_cmdline(
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     text: &str,
     header: Option<&setup_header>,
 ) -> Result<u32, VmmError> {
@@ -335,7 +336,7 @@ fn write_cmdline(
 }
 
 fn load_initrd(
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     path: &Path,
     env: &BootEnvironment<'_>,
     kernel: &LoadedKernel,
@@ -426,6 +427,7 @@ mod tests {
     fn payload(cmdline: &str, protocol: BootProtocol) -> PayloadConfig {
         PayloadConfig {
             kernel: PathBuf::from(BUILTIN_OXGUEST),
+            firmware: None,
             initrd: None,
             cmdline: cmdline.to_string(),
             boot_protocol: protocol,

@@ -1,21 +1,26 @@
 //! Guest RAM: anonymous private mappings laid out around the 32-bit MMIO hole.
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::VmmError;
 
+/// Guest RAM as the whole VMM sees it: devices and the loader alike write it through
+/// `vm-memory`, whose dirty bitmap records the pages they wrote (KVM's dirty log records only
+/// the guest's own writes); diff snapshots take both.
+pub type GuestRam = virtio::VirtioMemory;
+
 /// Allocates guest RAM of `size_mib` MiB in the regions `arch` lays out.
-pub fn create_guest_memory(size_mib: u64) -> Result<GuestMemoryMmap, VmmError> {
+pub fn create_guest_memory(size_mib: u64) -> Result<GuestRam, VmmError> {
     let bytes = size_mib
         .checked_mul(1 << 20)
         .ok_or(VmmError::MemoryTooLarge(size_mib))?;
     let regions: Vec<(GuestAddress, usize)> =
         arch::memory::ram_regions(bytes).map_err(VmmError::MemoryLayout)?;
-    GuestMemoryMmap::from_ranges(&regions).map_err(|e| VmmError::AllocateMemory(e.to_string()))
+    GuestRam::from_ranges(&regions).map_err(|e| VmmError::AllocateMemory(e.to_string()))
 }
 
 /// Drops every page of guest RAM, so it reads as zero and stops counting in our RSS.
-pub fn discard_guest_memory(memory: &GuestMemoryMmap) {
+pub fn discard_guest_memory(memory: &GuestRam) {
     for region in memory.iter() {
         let addr = region.as_ptr();
         let len = region.len() as usize;
@@ -32,7 +37,7 @@ pub fn discard_guest_memory(memory: &GuestMemoryMmap) {
 }
 
 /// The KVM memory slots that describe `memory`.
-pub fn memory_slots(memory: &GuestMemoryMmap) -> Vec<hypervisor::MemorySlot> {
+pub fn memory_slots(memory: &GuestRam) -> Vec<hypervisor::MemorySlot> {
     memory
         .iter()
         .map(|region| hypervisor::MemorySlot {

@@ -16,11 +16,13 @@ use devices::{MsiSink, PowerEvents};
 use serde::{Deserialize, Serialize};
 use virtio::balloon::{Balloon, BalloonOptions, GuestMemoryReleaser, pages_for_size};
 use virtio::pci::VirtioPciState;
-use vm_memory::GuestMemoryMmap;
 
-use crate::config::{BalloonConfig, DiskConfig, VmConfig};
+use crate::chardev::{InputSink, SocketChardev};
+use crate::config::{BalloonConfig, ConsoleConfig, DiskConfig, VmConfig};
+use crate::device_manager::HostSubscriber;
 use crate::error::VmmError;
 use crate::ioevents::{IoEvents, QueueNotify};
+use crate::memory::GuestRam;
 
 /// The PCI devices of a machine and their bus-side access points.
 pub struct PciDevices {
@@ -38,6 +40,12 @@ pub struct PciDevices {
     pub ioevents: Arc<IoEvents>,
     /// The balloon, if the VM has one.
     pub balloon: Option<BalloonHandle>,
+    /// Event-loop subscribers of the devices' host-side descriptors.
+    pub host_subscribers: Vec<HostSubscriber>,
+    /// The virtio-net cards' traffic counters, by card name.
+    pub net_counters: Vec<(String, Arc<virtio::net::NetCounters>)>,
+    /// The virtio-blk disks, by [`DiskConfig::name`], for their counters.
+    pub disks: Vec<(String, DiskHandle)>,
 }
 
 /// The PCI state a snapshot keeps.
@@ -52,7 +60,7 @@ pub struct PciState {
 /// What PCI devices need from the rest of the machine.
 pub struct PciContext<'a> {
     /// Guest memory, for virtio queues.
-    pub memory: &'a GuestMemoryMmap,
+    pub memory: &'a GuestRam,
     /// Where MSI-X messages go.
     pub msi: Arc<dyn MsiSink>,
     /// For INTx lines.
@@ -76,6 +84,9 @@ fn handles<D: virtio::VirtioDevice + 'static>(
         queues: device,
     }
 }
+
+/// A virtio-blk disk, whose statistics the control API reports.
+pub type DiskHandle = Arc<Mutex<virtio::pci::VirtioPciDevice<virtio::block::Block>>>;
 
 /// The balloon, which the control API drives.
 pub type BalloonHandle = Arc<Mutex<virtio::pci::VirtioPciDevice<Balloon>>>;
@@ -112,10 +123,73 @@ fn balloon_device(
     Ok(Arc::new(Mutex::new(device)))
 }
 
+/// The virtio-console device, which socket input reaches through its receive queue.
+type ConsoleHandle = Arc<Mutex<virtio::pci::VirtioPciDevice<virtio::console::Console>>>;
+
+/// The console's input buffer as the destination of socket input: what it takes is
+/// delivered at once to the receive buffers the driver posted (through a queue 0
+/// notification, which the transport ignores while the driver has not started the device).
+struct ConsoleInput(ConsoleHandle);
+
+impl InputSink for ConsoleInput {
+    fn offer(&self, bytes: &[u8]) -> usize {
+        let mut device = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = device.device_mut().push_input(bytes);
+        if device.device().pending_input() > 0 {
+            QueueNotify::notify_queue(&mut *device, 0);
+        }
+        taken
+    }
+}
+
+/// The virtio-console device and, for a socket backend, its event-loop subscriber.
+fn console_device(
+    console: &ConsoleConfig,
+    context: &PciContext<'_>,
+    intx: Arc<dyn devices::IrqLine>,
+) -> Result<(ConsoleHandle, Option<HostSubscriber>), VmmError> {
+    let failed = |problem: String| VmmError::InvalidOption {
+        option: "--console",
+        value: console.to_string(),
+        problem,
+    };
+    let (output, chardev): (Box<dyn std::io::Write + Send>, _) = match console {
+        ConsoleConfig::Socket(path) => {
+            let (chardev, writer) =
+                SocketChardev::listen(path).map_err(|e| failed(e.to_string()))?;
+            (Box::new(writer), Some(chardev))
+        }
+        ConsoleConfig::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| failed(format!("cannot open: {e}")))?;
+            (Box::new(file), None)
+        }
+    };
+    let device = virtio::pci::VirtioPciDevice::new(
+        virtio::console::Console::new(output),
+        context.memory.clone(),
+        context.msi.clone(),
+        intx,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let device = Arc::new(Mutex::new(device));
+    let subscriber = chardev.map(|mut chardev| {
+        chardev.set_input(Box::new(ConsoleInput(device.clone())));
+        Arc::new(Mutex::new(chardev)) as HostSubscriber
+    });
+    Ok((device, subscriber))
+}
+
 fn virtio_devices(
     config: &VmConfig,
     context: &PciContext<'_>,
     balloon: &mut Option<BalloonHandle>,
+    host_subscribers: &mut Vec<HostSubscriber>,
+    net_counters: &mut Vec<(String, Arc<virtio::net::NetCounters>)>,
+    disks: &mut Vec<(String, DiskHandle)>,
 ) -> Result<Vec<VirtioHandles>, VmmError> {
     let mut devices: Vec<VirtioHandles> = Vec::new();
     // Devices take slots 1, 2, … in this order (the host bridge is slot 0); the DSDT's _PRT
@@ -159,7 +233,66 @@ fn virtio_devices(
             intx(devices.len()),
         )
         .map_err(|e| disk_error(disk, index, e))?;
-        devices.push(handles(device));
+        let device = Arc::new(Mutex::new(device));
+        disks.push((disk.name(index), device.clone()));
+        devices.push(VirtioHandles {
+            pci: device.clone(),
+            queues: device,
+        });
+    }
+    if let Some(console) = &config.console {
+        let (device, subscriber) = console_device(console, context, intx(devices.len()))?;
+        devices.push(VirtioHandles {
+            pci: device.clone(),
+            queues: device,
+        });
+        host_subscribers.extend(subscriber);
+    }
+    for (index, net) in config.nets.iter().enumerate() {
+        let parts = crate::net::net_parts(net, index)?;
+        net_counters.push((format!("net:{}", net.name(index)), parts.counters.clone()));
+        let device = virtio::pci::VirtioPciDevice::new(
+            parts.device,
+            context.memory.clone(),
+            context.msi.clone(),
+            intx(devices.len()),
+        )
+        .map_err(|e| VmmError::Device {
+            device: "virtio-net",
+            problem: e.to_string(),
+        })?;
+        let device = Arc::new(Mutex::new(device));
+        host_subscribers.push(Arc::new(Mutex::new(crate::net::TapWatcher::new(
+            parts.watch,
+            device.clone(),
+        ))));
+        devices.push(VirtioHandles {
+            pci: device.clone(),
+            queues: device,
+        });
+    }
+    if let Some(vsock) = &config.vsock {
+        let device = virtio::pci::VirtioPciDevice::new(
+            crate::vsock::vsock_device(vsock)?,
+            context.memory.clone(),
+            context.msi.clone(),
+            intx(devices.len()),
+        )
+        .map_err(|e| VmmError::Device {
+            device: "virtio-vsock",
+            problem: e.to_string(),
+        })?;
+        let device = Arc::new(Mutex::new(device));
+        let subscriber =
+            crate::vsock::VsockSubscriber::new(device.clone()).map_err(|e| VmmError::Device {
+                device: "virtio-vsock",
+                problem: format!("cannot create its event-loop kick: {e}"),
+            })?;
+        host_subscribers.push(Arc::new(Mutex::new(subscriber)));
+        devices.push(VirtioHandles {
+            pci: device.clone(),
+            queues: device,
+        });
     }
     Ok(devices)
 }
@@ -209,6 +342,22 @@ fn block_device(disk: &DiskConfig, index: usize) -> Result<virtio::block::Block,
     .map_err(|e| disk_error(disk, index, e))
 }
 
+/// Gives every virtio function's MSI-X vectors GSIs with irqfds (`crate::interrupts`).
+fn assign_msix_routes(functions: &[Arc<Mutex<dyn QueueNotify>>]) {
+    let counts: Vec<u16> = functions
+        .iter()
+        .map(|f| f.lock().unwrap_or_else(|e| e.into_inner()).msix_vectors())
+        .collect();
+    crate::interrupts::assign_msix_gsis(&counts, |index, base| {
+        if let Some(function) = functions.get(index) {
+            function
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_msix_route_base(base);
+        }
+    });
+}
+
 fn pci_error(error: impl std::fmt::Display) -> VmmError {
     VmmError::Device {
         device: "pci",
@@ -221,9 +370,20 @@ impl PciDevices {
     pub fn new(config: &VmConfig, context: PciContext<'_>) -> Result<Self, VmmError> {
         let mut root = PciRoot::new();
         let mut balloon = None;
-        let devices = virtio_devices(config, &context, &mut balloon)?;
+        let mut host_subscribers = Vec::new();
+        let mut net_counters = Vec::new();
+        let mut disks = Vec::new();
+        let devices = virtio_devices(
+            config,
+            &context,
+            &mut balloon,
+            &mut host_subscribers,
+            &mut net_counters,
+            &mut disks,
+        )?;
         let notifiers: Vec<Arc<Mutex<dyn QueueNotify>>> =
             devices.iter().map(|d| d.queues.clone()).collect();
+        assign_msix_routes(&notifiers);
         let ioevents = Arc::new(IoEvents::new(&notifiers).map_err(pci_error)?);
 
         for device in devices {
@@ -253,6 +413,9 @@ impl PciDevices {
             virtio: notifiers,
             ioevents,
             balloon,
+            host_subscribers,
+            net_counters,
+            disks,
         })
     }
 

@@ -76,14 +76,19 @@ fn run_once(vcpu: &mut Vcpu, shared: &VcpuShared) -> Option<StopReason> {
     };
     shared.counters.count_exit(ExitKind::of(&exit));
     match exit {
-        VcpuExit::IoIn(port, data) => {
-            if !devices.pio.read(u64::from(port), data) {
-                data.fill(0xff);
+        // A string instruction (`rep ins`/`rep outs`) is several accesses of `size` bytes.
+        VcpuExit::IoIn { port, size, data } => {
+            for access in data.chunks_mut(size) {
+                if !devices.pio.read(u64::from(port), access) {
+                    access.fill(0xff);
+                }
             }
         }
-        VcpuExit::IoOut(port, data) => {
-            if !devices.pio.write(u64::from(port), data) {
-                tracing::trace!("unhandled write to port {port:#x}");
+        VcpuExit::IoOut { port, size, data } => {
+            for access in data.chunks(size) {
+                if !devices.pio.write(u64::from(port), access) {
+                    tracing::trace!("unhandled write to port {port:#x}");
+                }
             }
         }
         VcpuExit::MmioRead(addr, data) => {

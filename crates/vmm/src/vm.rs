@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use arch::cpuid::CpuFeatures;
 use hypervisor::{Hypervisor, Vcpu};
-use vm_memory::GuestMemoryMmap;
 
 use crate::api::ApiReceiver;
 use crate::config::{OnReboot, SerialConfig, VmConfig};
@@ -16,11 +15,12 @@ use crate::device_manager::DeviceManager;
 use crate::error::VmmError;
 use crate::event_loop::{EventLoop, LoopEvent};
 use crate::events::{StopLatch, StopReason};
+use crate::firmware::Firmware;
 use crate::host::{
     HostCpu, HostCpuQuery, HostLimits, features_error, host_memory_mib, parse_features, validate,
 };
 use crate::loader::{BootEnvironment, EntryPoint, KernelImage, load_payload};
-use crate::memory::{create_guest_memory, discard_guest_memory, memory_slots};
+use crate::memory::{GuestRam, create_guest_memory, discard_guest_memory, memory_slots};
 use crate::vcpu::{VcpuShared, spawn_vcpu_thread};
 use crate::vcpu_control::{Mode, VcpuControl, VcpuThreads};
 
@@ -39,9 +39,11 @@ pub enum VmOutcome {
 pub(crate) struct Machine {
     pub(crate) hypervisor: Arc<Hypervisor>,
     pub(crate) config: VmConfig,
-    pub(crate) memory: GuestMemoryMmap,
+    pub(crate) memory: GuestRam,
     /// Opened at the first boot that needs it (a restored VM may never reboot).
     pub(crate) kernel: Option<KernelImage>,
+    /// The firmware image, when the VM boots firmware instead of a kernel.
+    pub(crate) firmware: Option<Firmware>,
     pub(crate) devices: Arc<DeviceManager>,
     pub(crate) latch: Arc<StopLatch>,
     pub(crate) features: CpuFeatures,
@@ -64,10 +66,13 @@ pub(crate) struct Boot {
 /// with `on_reboot: exit`. Control-API requests arrive through `api`.
 pub fn run_vm(config: VmConfig, api: Option<ApiReceiver>) -> Result<VmOutcome, VmmError> {
     let hypervisor = open_checked(&config)?;
-    let kernel = KernelImage::open(&config.payload.kernel)?;
+    let kernel = match config.payload.firmware {
+        Some(_) => None,
+        None => Some(KernelImage::open(&config.payload.kernel)?),
+    };
     let memory = create_guest_memory(config.memory.size_mib)?;
     let mut machine = Machine::new(hypervisor, config, memory)?;
-    machine.kernel = Some(kernel);
+    machine.kernel = kernel;
     let event_loop = machine.event_loop(api)?;
     let boot = machine.boot(Mode::Run)?;
     machine.run(boot, event_loop)
@@ -91,9 +96,15 @@ impl Machine {
     pub(crate) fn new(
         hypervisor: Arc<Hypervisor>,
         config: VmConfig,
-        memory: GuestMemoryMmap,
+        memory: GuestRam,
     ) -> Result<Self, VmmError> {
         let features = parse_features(&config.cpus.features)?;
+        let firmware = config
+            .payload
+            .firmware
+            .as_deref()
+            .map(Firmware::open)
+            .transpose()?;
         let host_cpu = HostCpuQuery::start(hypervisor.clone());
         let latch = Arc::new(StopLatch::new().map_err(|e| VmmError::Runtime(e.to_string()))?);
         let counters = Arc::new(VmCounters::default());
@@ -109,6 +120,7 @@ impl Machine {
             config,
             memory,
             kernel: None,
+            firmware,
             devices,
             latch,
             features,
@@ -178,12 +190,28 @@ impl Machine {
             // never unmapped while a `Boot` exists (`Boot::stop` drops the VM first).
             unsafe { vm.add_memory(slot)? };
         }
+        if let Some(firmware) = &self.firmware {
+            firmware.map_into(&mut vm)?;
+        }
         Ok(vm)
     }
 
     /// Creates a KVM VM, loads the payload and starts every vCPU in `mode`.
     fn boot(&mut self, mode: Mode) -> Result<Boot, VmmError> {
         let vm = self.create_kvm_vm()?;
+        let entry = self.load_boot_image()?;
+        let host = self.host_cpu.get(&self.config, &self.features)?;
+        let vcpus = create_vcpus(&self.config, &self.features, host, &vm, entry)?;
+        self.start(vm, vcpus, mode)
+    }
+
+    /// Loads what the bootstrap processor starts: the firmware (which starts from the reset
+    /// vector: `None`), or the kernel with its boot tables.
+    fn load_boot_image(&mut self) -> Result<Option<EntryPoint>, VmmError> {
+        if let Some(firmware) = &self.firmware {
+            firmware.load(&self.memory)?;
+            return Ok(None);
+        }
         let kernel = match &mut self.kernel {
             Some(kernel) => kernel,
             empty => empty.insert(KernelImage::open(&self.config.payload.kernel)?),
@@ -197,9 +225,7 @@ impl Machine {
                 vcpu_count: self.config.cpus.count,
             },
         )?;
-        let host = self.host_cpu.get(&self.config, &self.features)?;
-        let vcpus = create_vcpus(&self.config, &self.features, host, &vm, entry)?;
-        self.start(vm, vcpus, mode)
+        Ok(Some(entry))
     }
 
     /// Attaches the devices to `vm` and starts one thread per vCPU.
@@ -244,13 +270,14 @@ impl Machine {
     }
 }
 
-/// Creates and configures every vCPU; vCPU 0 starts at `entry`, the others wait for INIT/SIPI.
+/// Creates and configures every vCPU; vCPU 0 starts at `entry` (at the reset vector without
+/// one), the others wait for INIT/SIPI.
 fn create_vcpus(
     config: &VmConfig,
     features: &CpuFeatures,
     host: &HostCpu,
     vm: &hypervisor::Vm,
-    entry: EntryPoint,
+    entry: Option<EntryPoint>,
 ) -> Result<Vec<Vcpu>, VmmError> {
     let count = config.cpus.count;
     let msrs = arch::msr::filter_supported(arch::msr::boot_msrs(), &host.msr_indexes);
@@ -275,17 +302,22 @@ fn create_vcpus(
     Ok(vcpus)
 }
 
-/// Puts the bootstrap processor at the entry point, in the mode its boot protocol expects.
-fn set_boot_registers(vcpu: &Vcpu, entry: EntryPoint) -> Result<(), VmmError> {
+/// Puts the bootstrap processor at the entry point, in the mode its boot protocol expects, or
+/// in the CPU's reset state for firmware.
+fn set_boot_registers(vcpu: &Vcpu, entry: Option<EntryPoint>) -> Result<(), VmmError> {
     let mut sregs = vcpu.sregs()?;
     let regs = match entry {
-        EntryPoint::Linux64(addr) => {
+        Some(EntryPoint::Linux64(addr)) => {
             arch::boot::linux64_sregs(&mut sregs);
             arch::boot::linux64_regs(addr)
         }
-        EntryPoint::Pvh(addr) => {
+        Some(EntryPoint::Pvh(addr)) => {
             arch::boot::pvh_sregs(&mut sregs);
             arch::boot::pvh_regs(addr)
+        }
+        None => {
+            arch::boot::reset_sregs(&mut sregs);
+            arch::boot::reset_regs()
         }
     };
     vcpu.set_sregs(&sregs)?;

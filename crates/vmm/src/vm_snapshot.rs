@@ -4,12 +4,16 @@
 //! vCPUs, KVM clock, devices, memory layout) and `memory` (guest RAM, sparse: only pages that
 //! were ever written, or for a diff snapshot only pages written since the previous snapshot,
 //! whose directory the state names as `parent`).
+//!
+//! The pages of a diff are those in KVM's dirty log (the guest's writes) and those in guest
+//! memory's own dirty bitmap (`virtio::dirty`: what devices and the VMM wrote, used rings,
+//! receive and read buffers, ballooned pages). Both are cleared at every snapshot.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 use vmm_api::routes::ApiError;
 use vmm_api::types::SnapshotRequest;
 
@@ -17,6 +21,7 @@ use crate::api::ApiReply;
 use crate::config::{SerialConfig, VmConfig};
 use crate::device_manager::DevicesState;
 use crate::error::VmmError;
+use crate::memory::GuestRam;
 use crate::vcpu_control::Mode;
 use crate::vm::{Boot, Machine, VmOutcome, open_checked};
 
@@ -24,8 +29,9 @@ use crate::vm::{Boot, Machine, VmOutcome, open_checked};
 const STATE_FILE: &str = "state";
 const MEMORY_FILE: &str = "memory";
 /// What the state file holds, and the version of its payload this oxvmm writes and reads.
-const STATE_KIND: &str = "oxvmm-vm";
-const STATE_VERSION: u32 = 1;
+pub const STATE_KIND: &str = "oxvmm-vm";
+/// 2: device state gained fw_cfg, vsock and console.
+pub const STATE_VERSION: u32 = 2;
 /// Upper bound on a state file (vCPU state is a few KiB each; devices are small).
 const MAX_STATE_BYTES: u64 = 64 << 20;
 /// Longest chain of diff snapshots a restore follows.
@@ -99,13 +105,6 @@ impl Machine {
             .canonicalize()
             .map_err(|e| api_error(400, format!("destination {}: {e}", dir.display())))?;
         let parent = if request.diff {
-            if self.config.rng.is_some() || !self.config.disks.is_empty() {
-                return Err(api_error(
-                    400,
-                    "not supported: diff snapshots of a VM with virtio devices (the pages they \
-                     write are not in KVM's dirty log yet); take a full snapshot",
-                ));
-            }
             let parent = self.last_snapshot.clone().ok_or_else(|| {
                 api_error(
                     409,
@@ -125,18 +124,41 @@ impl Machine {
         // Device state first: a device that cannot be saved fails the snapshot before any file
         // is written.
         let state = self.capture_state(boot, parent.clone())?;
+        let written = self.write_snapshot_files(boot, &dir, parent.is_some(), &state);
+        if written.is_err() {
+            // The dirty logs were consumed: a diff on the previous snapshot would miss pages.
+            self.last_snapshot = None;
+        }
+        let stats = written?;
+        self.last_snapshot = Some(dir);
+        Ok(stats)
+    }
+
+    /// Writes guest memory (all of it, or the pages written since the last snapshot: those
+    /// in KVM's dirty log and those devices wrote) and the state; restarts both dirty logs.
+    fn write_snapshot_files(
+        &self,
+        boot: &Boot,
+        dir: &Path,
+        diff: bool,
+        state: &VmSnapshot,
+    ) -> Result<snapshot::MemoryFileStats, ApiError> {
+        // Taken first: a device writing while the memory file is written marks the page again
+        // for the next diff.
+        let device_dirty = virtio::dirty::take_dirty_pages(&self.memory);
         let memory_path = dir.join(MEMORY_FILE);
-        let stats = if parent.is_some() {
-            let dirty = boot
+        let stats = if diff {
+            let mut dirty = boot
                 .vm
                 .take_dirty_log()
                 .map_err(|e| internal("reading the dirty-page log", e))?;
+            add_device_writes(&mut dirty, &device_dirty)?;
             snapshot::write_dirty_pages(&self.memory, &memory_path, &dirty)
         } else {
             snapshot::write_full_memory(&self.memory, &memory_path)
         }
         .map_err(|e| internal("writing guest memory", e))?;
-        let bytes = snapshot::encode_state(STATE_KIND, STATE_VERSION, &state)
+        let bytes = snapshot::encode_state(STATE_KIND, STATE_VERSION, state)
             .map_err(|e| internal("encoding the state", e))?;
         snapshot::write_state_file(&dir.join(STATE_FILE), &bytes)
             .map_err(|e| internal("writing the state file", e))?;
@@ -145,7 +167,6 @@ impl Machine {
         boot.vm
             .enable_dirty_log()
             .map_err(|e| internal("starting the dirty-page log", e))?;
-        self.last_snapshot = Some(dir);
         Ok(stats)
     }
 
@@ -185,6 +206,27 @@ impl Machine {
     }
 }
 
+/// Adds the pages devices wrote to KVM's dirty log, region by region (both one bit per 4 KiB
+/// page of the same regions, in the same order).
+fn add_device_writes(kvm: &mut [Vec<u64>], devices: &[Vec<u64>]) -> Result<(), ApiError> {
+    if kvm.len() != devices.len() || kvm.iter().zip(devices).any(|(k, d)| k.len() != d.len()) {
+        return Err(api_error(
+            500,
+            format!(
+                "the device dirty bitmaps ({} regions) do not match KVM's dirty log ({} regions)",
+                devices.len(),
+                kvm.len()
+            ),
+        ));
+    }
+    for (words, device_words) in kvm.iter_mut().zip(devices) {
+        for (word, device_word) in words.iter_mut().zip(device_words) {
+            *word |= device_word;
+        }
+    }
+    Ok(())
+}
+
 fn memory_regions(size_mib: u64) -> Result<Vec<(u64, u64)>, VmmError> {
     let regions = arch::memory::ram_regions(size_mib << 20).map_err(VmmError::MemoryLayout)?;
     Ok(regions.iter().map(|(a, l)| (a.0, *l as u64)).collect())
@@ -222,7 +264,7 @@ impl VmSnapshot {
 }
 
 /// Maps the memory of `dir`, applying a chain of diff snapshots on their full base.
-fn map_memory(dir: &Path, top: &VmSnapshot) -> Result<GuestMemoryMmap, VmmError> {
+fn map_memory(dir: &Path, top: &VmSnapshot) -> Result<GuestRam, VmmError> {
     let layout: Vec<(GuestAddress, usize)> = top
         .memory
         .regions
@@ -277,7 +319,7 @@ fn check_snapshot(dir: &Path, snapshot: &VmSnapshot, config: &VmConfig) -> Resul
             "its memory layout does not match its memory size",
         ));
     }
-    Ok(())
+    crate::net::check_restorable(&config.nets).map_err(|e| restore_error(dir, e))
 }
 
 /// Starts a VM from a snapshot and runs it like `run_vm`.
@@ -314,9 +356,21 @@ pub fn restore_vm(
     } else {
         Mode::Pause
     };
+    // Both dirty logs start before anything runs: the restored snapshot is the base of the
+    // next diff. (Mapping and applying the memory files marked every page they wrote.)
+    vm.enable_dirty_log()?;
+    virtio::dirty::take_dirty_pages(&machine.memory);
     let boot = machine.start(vm, vcpus, mode)?;
     machine.boots = snapshot.boots;
-    boot.vm.enable_dirty_log()?;
     machine.last_snapshot = dir.canonicalize().ok();
     machine.run(boot, event_loop)
+}
+
+/// Decodes a snapshot's state file and its configuration the way `--restore` does, without
+/// touching KVM or the file system: the entry point of the state decoder's fuzz target.
+pub fn decode_snapshot_state(bytes: &[u8]) -> Result<VmConfig, VmmError> {
+    let dir = Path::new("<fuzz>");
+    let snapshot: VmSnapshot = snapshot::decode_state(bytes, STATE_KIND, STATE_VERSION)
+        .map_err(|e| restore_error(dir, e))?;
+    snapshot.config(dir)
 }

@@ -7,6 +7,8 @@
 //!   `EBX` = `hvm_start_info` ([`write_pvh_start_info`]).
 //!
 //! Both need [`setup_gdt`] (the segments the registers name) in guest memory.
+//! - Firmware ([`reset_sregs`], [`reset_regs`]): the CPU's reset state, real mode at the reset
+//!   vector; nothing in guest memory.
 
 mod gdt;
 mod initrd;
@@ -19,7 +21,9 @@ pub use gdt::setup_gdt;
 pub use initrd::initrd_load_addr;
 pub use paging::setup_page_tables;
 pub use pvh::{PVH_MAX_MEMMAP_ENTRIES, write_pvh_start_info};
-pub use regs::{boot_fpu, linux64_regs, linux64_sregs, pvh_regs, pvh_sregs};
+pub use regs::{
+    RESET_IP, boot_fpu, linux64_regs, linux64_sregs, pvh_regs, pvh_sregs, reset_regs, reset_sregs,
+};
 pub use zero_page::{ZeroPageConfig, write_linux_zero_page};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};

@@ -100,6 +100,72 @@ pub fn pvh_regs(entry: u64) -> kvm_regs {
     }
 }
 
+/// Real-mode code segment of the x86 reset vector: selector `F000`, base `FFFF_0000`, so the
+/// first instruction is fetched at `FFFF_FFF0`, the last 16 bytes below 4 GiB.
+const RESET_CS_SELECTOR: u16 = 0xF000;
+const RESET_CS_BASE: u64 = 0xFFFF_0000;
+/// `IP` at reset.
+pub const RESET_IP: u64 = 0xFFF0;
+/// `CR0` at reset: caching disabled (CD, NW) and ET set, protection and paging off.
+const RESET_CR0: u64 = 0x6000_0010;
+
+fn real_mode_segment(selector: u16, base: u64, type_: u8) -> kvm_bindings::kvm_segment {
+    kvm_bindings::kvm_segment {
+        base,
+        limit: 0xFFFF,
+        selector,
+        type_,
+        present: 1,
+        s: 1,
+        ..Default::default()
+    }
+}
+
+/// Special registers of a CPU after RESET, as the SDM's "processor state after reset" table
+/// gives them: real mode, `CS` = `F000` with base `FFFF_0000`, data segments at 0, 64 KiB
+/// limits, descriptor tables at 0, `CR0` = `6000_0010`, `CR3`/`CR4`/`EFER` = 0. For firmware,
+/// which starts from the reset vector.
+pub fn reset_sregs(sregs: &mut kvm_sregs) {
+    // Type 0xB: code, execute/read, accessed. Type 0x3: data, read/write, accessed.
+    sregs.cs = real_mode_segment(RESET_CS_SELECTOR, RESET_CS_BASE, 0xB);
+    let data = real_mode_segment(0, 0, 0x3);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0xFFFF;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0xFFFF;
+    sregs.ldt = kvm_bindings::kvm_segment {
+        limit: 0xFFFF,
+        type_: 0x2,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.tr = kvm_bindings::kvm_segment {
+        limit: 0xFFFF,
+        type_: 0xB,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.cr0 = RESET_CR0;
+    sregs.cr2 = 0;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+}
+
+/// General registers after RESET: `IP` = `FFF0`, `FLAGS` = 2, the others 0.
+pub fn reset_regs() -> kvm_regs {
+    kvm_regs {
+        rip: RESET_IP,
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    }
+}
+
 /// x87/SSE state at boot: the `FNINIT` control word and the default `MXCSR` (all exceptions
 /// masked).
 pub fn boot_fpu() -> kvm_fpu {
@@ -171,6 +237,26 @@ mod tests {
             (0x100_0000, 0x7000, 0x8FF0, 0x8FF0, 2)
         );
         assert_eq!((pvh.rip, pvh.rbx, pvh.rflags), (0x100_1000, 0x6000, 2));
+    }
+
+    #[test]
+    fn reset_state_fetches_the_first_instruction_below_4_gib() {
+        let mut sregs = kvm_sregs {
+            cr0: CR0_PE | CR0_PG,
+            efer: EFER_LME | EFER_LMA,
+            apic_base: 0xFEE0_0900,
+            ..Default::default()
+        };
+
+        reset_sregs(&mut sregs);
+        let regs = reset_regs();
+
+        assert_eq!(sregs.cs.base + regs.rip, 0xFFFF_FFF0);
+        assert_eq!((sregs.cs.selector, sregs.cs.limit), (0xF000, 0xFFFF));
+        assert_eq!((sregs.cr0, sregs.cr4, sregs.efer), (0x6000_0010, 0, 0));
+        assert_eq!((sregs.ss.base, sregs.ss.selector, sregs.ss.db), (0, 0, 0));
+        assert_eq!(regs.rflags, 2);
+        assert_eq!(sregs.apic_base, 0xFEE0_0900, "left as KVM has it");
     }
 
     #[test]

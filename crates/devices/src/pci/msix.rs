@@ -11,7 +11,8 @@
 //! With a route base set ([`MsixConfig::set_route_base`]), every change to the message a
 //! vector would deliver is announced through [`MsiSink::route_changed`] as source
 //! `base + vector` (`None` while it cannot deliver), so the VMM can mirror vectors as KVM
-//! GSI routes for irqfd.
+//! GSI routes for irqfd; messages are then sent with [`MsiSink::send_routed`] naming that
+//! source, and a route is always announced before a pending vector it unmasks is delivered.
 
 use std::sync::Arc;
 
@@ -229,10 +230,11 @@ impl MsixConfig {
     pub fn set_control(&mut self, control: u16) {
         self.enabled = control & CONTROL_ENABLE != 0;
         self.function_masked = control & CONTROL_FUNCTION_MASK != 0;
+        // Routes first: a pending vector delivered now goes through its new route.
+        self.announce_routes(0..self.entries.len());
         for vector in 0..self.vectors() {
             self.deliver_if_pending(vector);
         }
-        self.announce_routes(0..self.entries.len());
     }
 
     /// Whether MSI-X is enabled.
@@ -357,12 +359,13 @@ impl MsixConfig {
                 touched.push(vector);
             }
         }
+        // Routes first: a pending vector this unmasked is delivered through its new route.
+        if let (Some(&first), Some(&last)) = (touched.first(), touched.last()) {
+            self.announce_routes(first..last + 1);
+        }
         for &vector in &touched {
             // `vector` indexes `entries`, whose length fits u16.
             self.deliver_if_pending(vector as u16);
-        }
-        if let (Some(&first), Some(&last)) = (touched.first(), touched.last()) {
-            self.announce_routes(first..last + 1);
         }
     }
 
@@ -451,10 +454,10 @@ impl MsixConfig {
         self.pending.copy_from_slice(&state.pending);
         self.enabled = state.enabled;
         self.function_masked = state.function_masked;
+        self.announce_routes(0..self.entries.len());
         for vector in 0..self.vectors() {
             self.deliver_if_pending(vector);
         }
-        self.announce_routes(0..self.entries.len());
         Ok(())
     }
 
@@ -524,8 +527,15 @@ impl MsixConfig {
         }
     }
 
+    /// Sends through the vector's announced route when there is one (the VMM's irqfd).
     fn send(&self, message: MsiMessage, vector: u16) -> MsixNotify {
-        match self.msi.send_msi(message.address, message.data) {
+        let sent = match self.route_base {
+            Some(base) => self
+                .msi
+                .send_routed(base.saturating_add(usize::from(vector)), message),
+            None => self.msi.send_msi(message.address, message.data),
+        };
+        match sent {
             Ok(()) => MsixNotify::Sent,
             Err(error) => {
                 tracing::warn!(vector, %error, "MSI-X message not delivered");
@@ -756,6 +766,75 @@ mod tests {
         assert_eq!(sink.take_routes(), vec![(25, Some(message))]);
         msix.set_control(CONTROL_ENABLE | CONTROL_FUNCTION_MASK);
         assert_eq!(sink.take_routes(), vec![(25, None)]);
+    }
+
+    /// Records route announcements and sends in one list, to check their order.
+    #[derive(Default)]
+    struct EventLog(std::sync::Mutex<Vec<String>>);
+
+    impl MsiSink for EventLog {
+        fn send_msi(&self, address: u64, data: u32) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("msi {address:#x} {data:#x}"));
+            Ok(())
+        }
+
+        fn send_routed(&self, source: usize, message: MsiMessage) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("routed {source} {:#x}", message.data));
+            Ok(())
+        }
+
+        fn route_changed(&self, source: usize, message: Option<MsiMessage>) -> std::io::Result<()> {
+            let data = message.map(|m| m.data);
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("route {source} {data:x?}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn routed_vectors_send_through_their_source_after_the_route_exists() {
+        // Arrange: vector 1 masked, routes announced from GSI 30
+        let log = Arc::new(EventLog::default());
+        let mut msix = MsixConfig::new(2, TABLE, PBA, log.clone()).unwrap();
+        program(&mut msix, 1, 0xFEE0_0000, 0x41, true);
+        msix.set_control(CONTROL_ENABLE);
+        msix.set_route_base(Some(30));
+        log.0.lock().unwrap().clear();
+
+        // Act: a masked notify, then the driver unmasks
+        let masked = msix.notify(1);
+        msix.bar_write(0, 16 + 12, &0u32.to_le_bytes());
+        let direct = msix.notify(1);
+
+        // Assert: pending while masked; on unmask the route comes first, then the pending
+        // message through it; later messages go through the route too
+        assert_eq!(masked, MsixNotify::Pending);
+        assert_eq!(direct, MsixNotify::Sent);
+        assert!(!msix.is_pending(1));
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            vec!["route 31 Some(41)", "routed 31 0x41", "routed 31 0x41"]
+        );
+    }
+
+    #[test]
+    fn without_a_route_base_messages_are_sent_plainly() {
+        let (mut msix, sink) = msix(2);
+        program(&mut msix, 0, 0xFEE0_0000, 0x42, false);
+        msix.set_control(CONTROL_ENABLE);
+
+        msix.notify(0);
+
+        assert_eq!(sink.take(), vec![(0xFEE0_0000, 0x42)]);
+        assert!(sink.take_routed().is_empty());
     }
 
     #[test]

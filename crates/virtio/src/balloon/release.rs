@@ -2,6 +2,7 @@
 
 use std::io;
 
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
 use crate::VirtioMemory;
@@ -37,7 +38,12 @@ impl GuestMemoryReleaser {
     }
 
     /// Releases `[offset, offset + len)` of one region; the caller keeps it inside the region.
-    fn release_in_region(&self, region: &GuestRegionMmap, offset: u64, len: u64) -> io::Result<()> {
+    fn release_in_region(
+        &self,
+        region: &GuestRegionMmap<crate::dirty::DirtyBitmap>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         let start = region.as_ptr().wrapping_add(to_usize(offset)?);
         let page = self.host_page_size;
         if !(start as u64).is_multiple_of(page) || !len.is_multiple_of(page) {
@@ -58,6 +64,11 @@ impl GuestMemoryReleaser {
         // memory is only ever accessed through volatile copies, never Rust references, so
         // nothing holds assumptions about these bytes.
         let ret = unsafe { libc::madvise(start.cast(), to_usize(len)?, advice) };
+        // The pages now read as zero: a change behind vm-memory's back that a diff snapshot
+        // must carry (marked even on failure, which may have dropped some of them).
+        region
+            .bitmap()
+            .mark_dirty(to_usize(offset)?, to_usize(len)?);
         if ret != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -49,8 +49,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 use crate::chain::{ChainError, collect_chain};
 use crate::device::read_config_bytes;
 use crate::{
-    ActivateError, ActiveQueue, DeviceError, VirtioDevice, VirtioInterrupt, VirtioMemory,
-    device_type, features,
+    ActivateError, ActiveQueue, DeviceError, ExternalQueues, VirtioDevice, VirtioInterrupt,
+    VirtioMemory, device_type, features,
 };
 use request::{Cursor, Framed, Refusal, total_len};
 
@@ -242,38 +242,36 @@ impl Block {
         self.stats
     }
 
-    /// Serves every available request, with driver notifications off meanwhile, then
-    /// interrupts the driver if it asked for it.
-    fn drain(&mut self, active: &mut Active) -> Result<(), DeviceError> {
+    /// Serves every available request of `queue`, with driver notifications off meanwhile,
+    /// then interrupts the driver if it asked for it.
+    fn drain(
+        &mut self,
+        mem: &VirtioMemory,
+        queue: &mut Queue,
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
         let queue_error = |source| DeviceError::Queue {
             index: REQUEST_QUEUE,
             source,
         };
-        let mem = active.mem.clone();
         let mut used_any = false;
         self.throttled_until = None;
         loop {
-            active
-                .queue
-                .disable_notification(&mem)
-                .map_err(queue_error)?;
-            while let Some(chain) = active.queue.iter(&mem).map_err(queue_error)?.next() {
+            queue.disable_notification(mem).map_err(queue_error)?;
+            while let Some(chain) = queue.iter(mem).map_err(queue_error)?.next() {
                 let head = chain.head_index();
-                let len = match self.serve(&mem, collect_chain(chain)) {
+                let len = match self.serve(mem, collect_chain(chain)) {
                     Served::Used(len) => len,
                     Served::Throttled(until) => {
-                        active.queue.go_to_previous_position();
+                        queue.go_to_previous_position();
                         self.throttled_until = Some(until);
                         self.stats.throttled += 1;
                         // Let the driver's next notification retry as well as the timer.
-                        active
-                            .queue
-                            .enable_notification(&mem)
-                            .map_err(queue_error)?;
-                        return notify(active, used_any);
+                        queue.enable_notification(mem).map_err(queue_error)?;
+                        return notify(mem, queue, interrupt, used_any);
                     }
                 };
-                match active.queue.add_used(&mem, head, len) {
+                match queue.add_used(mem, head, len) {
                     Ok(()) => used_any = true,
                     // A head index past the table: nothing to return it on; skip it.
                     Err(virtio_queue::Error::InvalidDescriptorIndex) => {
@@ -282,30 +280,30 @@ impl Block {
                     Err(error) => return Err(queue_error(error)),
                 }
             }
-            if !active
-                .queue
-                .enable_notification(&mem)
-                .map_err(queue_error)?
-            {
+            if !queue.enable_notification(mem).map_err(queue_error)? {
                 break;
             }
         }
-        notify(active, used_any)
+        notify(mem, queue, interrupt, used_any)
     }
 }
 
 /// Interrupts the driver if buffers were used and it asked to hear about them.
-fn notify(active: &mut Active, used_any: bool) -> Result<(), DeviceError> {
+fn notify(
+    mem: &VirtioMemory,
+    queue: &mut Queue,
+    interrupt: &dyn VirtioInterrupt,
+    used_any: bool,
+) -> Result<(), DeviceError> {
     let needs = used_any
-        && active
-            .queue
-            .needs_notification(&active.mem)
+        && queue
+            .needs_notification(mem)
             .map_err(|source| DeviceError::Queue {
                 index: REQUEST_QUEUE,
                 source,
             })?;
     if needs {
-        active.interrupt.signal_queue(REQUEST_QUEUE);
+        interrupt.signal_queue(REQUEST_QUEUE);
     }
     Ok(())
 }
@@ -522,12 +520,13 @@ impl Block {
         let Some(slices) = guest_slices(mem, buffers) else {
             return self.read_bounced(mem, buffers, offset, len);
         };
-        self.disk
-            .read_vectored_at(offset, &host_segments(&slices))?;
+        let read = self.disk.read_vectored_at(offset, &host_segments(&slices));
+        // The disk wrote through raw pointers, which the dirty bitmap does not see; a failed
+        // read may still have written some of the bytes.
         for slice in &slices {
-            // Writes through raw pointers are not tracked by themselves.
             slice.bitmap().mark_dirty(0, slice.len());
         }
+        read?;
         Ok(())
     }
 
@@ -588,12 +587,15 @@ impl Block {
     }
 }
 
+/// A slice of guest memory with its piece of the dirty bitmap.
+type GuestSlice<'m> = VolatileSlice<'m, vm_memory::bitmap::MS<'m, VirtioMemory>>;
+
 /// The guest memory of `segments`, in order, cut where memory regions end; `None` if any
 /// byte is not in guest memory (the chain checks rule that out) or a length does not fit.
 fn guest_slices<'m>(
     mem: &'m VirtioMemory,
     segments: &[request::Segment],
-) -> Option<Vec<VolatileSlice<'m, ()>>> {
+) -> Option<Vec<GuestSlice<'m>>> {
     let mut slices = Vec::with_capacity(segments.len());
     for segment in segments {
         let len = usize::try_from(segment.len).ok()?;
@@ -605,7 +607,7 @@ fn guest_slices<'m>(
 }
 
 /// The host segments of `slices`, valid while the slices borrow guest memory.
-fn host_segments<'m>(slices: &[VolatileSlice<'m, ()>]) -> Vec<IoSliceRaw<'m>> {
+fn host_segments<'m>(slices: &[GuestSlice<'m>]) -> Vec<IoSliceRaw<'m>> {
     slices
         .iter()
         .map(|slice| {
@@ -690,6 +692,22 @@ fn build_config(capacity: u64) -> [u8; CONFIG_LEN] {
     config
 }
 
+impl ExternalQueues for Block {
+    fn process_external_queue(
+        &mut self,
+        index: u16,
+        mem: &VirtioMemory,
+        queues: &mut [&mut Queue],
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        if index != REQUEST_QUEUE {
+            return Err(DeviceError::NoSuchQueue { index });
+        }
+        let queue = crate::device::external_queue(queues, index)?;
+        self.drain(mem, queue, interrupt)
+    }
+}
+
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         device_type::BLOCK
@@ -732,7 +750,7 @@ impl VirtioDevice for Block {
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
         let mut active = ActiveQueue::take(&mut self.active, index)?;
-        let result = self.drain(&mut active);
+        let result = self.drain(&active.mem, &mut active.queue, &*active.interrupt);
         self.active = Some(active);
         result
     }

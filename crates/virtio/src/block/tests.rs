@@ -833,3 +833,43 @@ fn direct_io_into_unaligned_guest_buffers_still_reads_and_writes_right() {
     assert!(disk.contents() == expected, "the file differs");
     assert_eq!(vectored.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn an_external_queue_is_served_by_the_same_code_and_keeps_its_position() {
+    let disk = TempDisk::new("external", &pattern(0, MIB));
+    let mem = guest_memory();
+    let mut block = file_block(&disk, false);
+    block.ack_features(block.features());
+    let driver = DriverQueue::new(&mem, 0, QUEUE_SIZE);
+    let mut queue = driver.queue();
+    let interrupt = RecordingInterrupt::default();
+    let header = |request_type: u32, sector: u64| {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&request_type.to_le_bytes());
+        raw[8..].copy_from_slice(&sector.to_le_bytes());
+        mem.write_slice(&raw, GuestAddress(HEADER_AT)).unwrap();
+    };
+    header(T_IN, 2);
+    driver.write_desc(0, HEADER_AT, 16, NEXT, 1);
+    driver.write_desc(1, DATA_AT, 512, WRITE | NEXT, 2);
+    driver.write_desc(2, STATUS_AT, 1, WRITE, 0);
+    driver.publish(0, 0);
+
+    block
+        .process_external_queue(0, &mem, &mut [&mut queue], &interrupt)
+        .unwrap();
+    let wrong_queue = block.process_external_queue(1, &mem, &mut [&mut queue], &interrupt);
+
+    let mut data = vec![0u8; 512];
+    mem.read_slice(&mut data, GuestAddress(DATA_AT)).unwrap();
+    assert_eq!(data, pattern(1024, 512));
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS_AT)).unwrap(), OK);
+    assert_eq!(driver.used_elem(0), (0, 513));
+    assert_eq!((queue.next_avail(), queue.next_used()), (1, 1));
+    assert_eq!(interrupt.queue_signals(), vec![0]);
+    assert!(matches!(
+        wrong_queue,
+        Err(DeviceError::NoSuchQueue { index: 1 })
+    ));
+    assert!(block.queue_states().is_none(), "never activated");
+}

@@ -248,8 +248,14 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         self.interrupt.clone()
     }
 
+    /// Number of MSI-X vectors (one per queue plus the configuration vector).
+    pub fn msix_vectors(&self) -> u16 {
+        self.interrupt.lock().msix.vectors()
+    }
+
     /// Announce MSI-X route changes to the [`MsiSink`] as sources `base + vector` (for KVM
-    /// GSI routes and irqfd), or stop with `None`.
+    /// GSI routes and irqfd), and send each vector's messages naming that source
+    /// ([`MsiSink::send_routed`]); stop with `None`.
     pub fn set_msix_route_base(&self, base: Option<usize>) {
         self.interrupt.lock().msix.set_route_base(base);
     }

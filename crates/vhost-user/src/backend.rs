@@ -1,0 +1,510 @@
+//! [`DeviceBackend`]: one of our virtio device models behind `vhost-user-backend`'s
+//! [`VhostUserBackend`] trait.
+//!
+//! The vrings (queues, kick and call eventfds) belong to `vhost-user-backend`, which sets them
+//! up from the front-end's messages. On a kick its worker thread calls
+//! [`VhostUserBackend::handle_event`]; we lock the vrings, hand their queues, the guest
+//! memory of the moment and an interrupt sink to the device's
+//! [`virtio::ExternalQueues::process_external_queue`] (the same code oxvmm runs in-process),
+//! and signal the call eventfd of each vring the device asked to interrupt the driver for.
+//! A vring the front-end has not set up and enabled (or that a queue error stopped) is
+//! handed over as a queue that is not ready, which the device leaves alone.
+//!
+//! A device with work of its own ([`virtio::ExternalQueues::external_event_fd`]: virtio-vsock's
+//! host streams) has that descriptor watched by the same worker thread, under
+//! [`DeviceBackend::device_event_id`]; when it is readable the device handles it with the
+//! vrings as above ([`virtio::ExternalQueues::process_external_event`]), so that host data
+//! reaches the guest without waiting for a kick.
+//!
+//! Errors of the guest's making never stop the worker thread (`vhost-user-backend` ends it
+//! on any error `handle_event` returns): a queue the device cannot process (a broken ring) is
+//! logged and left alone until the front-end stops it (`GET_VRING_BASE`), resets the device
+//! or reconnects.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLockWriteGuard};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
+use virtio::{DeviceError, ExternalQueues, VirtioInterrupt, VirtioMemory};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+/// Guest memory as `vhost-user-backend` shares it: swapped whole on `SET_MEM_TABLE`.
+pub type AtomicMemory = GuestMemoryAtomic<VirtioMemory>;
+
+/// The protocol features every device here offers: `MQ` (the queue count) and
+/// `RESET_DEVICE` (a device reset without dropping the connection); `REPLY_ACK` is added by
+/// the `vhost` crate. Devices with a configuration space add [`CONFIG_FEATURE`].
+pub const PROTOCOL_FEATURES: VhostUserProtocolFeatures =
+    VhostUserProtocolFeatures::MQ.union(VhostUserProtocolFeatures::RESET_DEVICE);
+
+/// `GET_CONFIG`/`SET_CONFIG`, offered by devices that have a configuration space (QEMU's
+/// vhost-user-blk requires it; its vhost-user-rng warns when a back-end offers it).
+pub const CONFIG_FEATURE: VhostUserProtocolFeatures = VhostUserProtocolFeatures::CONFIG;
+
+/// Why the guest memory a front-end sent was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// A region's file is shorter than the region: touching its end would raise SIGBUS.
+    #[error(
+        "memory region at guest address {guest_addr:#x} maps {len:#x} bytes at offset \
+         {offset:#x} of a file of {file_len:#x} bytes"
+    )]
+    PastEndOfFile {
+        /// Guest physical address of the region.
+        guest_addr: u64,
+        /// Its length.
+        len: u64,
+        /// Its offset in the file.
+        offset: u64,
+        /// The file's length.
+        file_len: u64,
+    },
+    /// A region's file could not be examined.
+    #[error("memory region at guest address {guest_addr:#x}: cannot stat its file: {source}")]
+    Stat {
+        /// Guest physical address of the region.
+        guest_addr: u64,
+        /// What fstat reported.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A device model served over vhost-user.
+pub struct DeviceBackend {
+    device: Mutex<Box<dyn ExternalQueues>>,
+    name: &'static str,
+    queue_sizes: Vec<u16>,
+    features: u64,
+    protocol_features: VhostUserProtocolFeatures,
+    memory: Mutex<Option<AtomicMemory>>,
+    /// Queues left alone after an error the device reported, until stopped or reset.
+    stopped: Mutex<Vec<bool>>,
+    /// The exit event of the next connection's worker thread ([`DeviceBackend::prepare`]).
+    exit_event: Mutex<Option<(EventConsumer, EventNotifier)>>,
+    /// The device's own descriptor to watch ([`ExternalQueues::external_event_fd`]).
+    event_fd: Option<RawFd>,
+}
+
+/// What the worker thread asks the device to do.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// The driver kicked this queue.
+    Kick(u16),
+    /// The device's own descriptor is readable.
+    DeviceEvent,
+}
+
+impl DeviceBackend {
+    /// Serves `device`; `name` is for the log ("virtio-blk").
+    pub fn new(device: Box<dyn ExternalQueues>, name: &'static str) -> Self {
+        let queue_sizes = device.queue_max_sizes().to_vec();
+        let features = device.features() | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        // virtio-rng is the one device type here without a configuration space.
+        let protocol_features = if device.device_type() == virtio::device_type::RNG {
+            PROTOCOL_FEATURES
+        } else {
+            PROTOCOL_FEATURES | CONFIG_FEATURE
+        };
+        Self {
+            protocol_features,
+            stopped: Mutex::new(vec![false; queue_sizes.len()]),
+            event_fd: device.external_event_fd(),
+            device: Mutex::new(device),
+            name,
+            queue_sizes,
+            features,
+            memory: Mutex::new(None),
+            exit_event: Mutex::new(None),
+        }
+    }
+
+    /// Makes what the next connection's worker thread needs before `vhost-user-backend`
+    /// starts it: the event that stops it when the connection ends (without one it would
+    /// never stop, and dropping the daemon would wait for it forever).
+    pub fn prepare(&self) -> io::Result<()> {
+        let pair = new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)?;
+        *lock(&self.exit_event) = Some(pair);
+        Ok(())
+    }
+
+    /// The device model's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Forgets the front-end: the device is reset and the guest memory dropped, ready for the
+    /// next connection.
+    pub fn disconnected(&self) {
+        lock(&self.device).reset();
+        *lock(&self.memory) = None;
+        lock(&self.stopped).fill(false);
+    }
+
+    /// The device's own descriptor the worker thread must watch, under
+    /// [`DeviceBackend::device_event_id`], if it has one.
+    pub fn device_event_fd(&self) -> Option<RawFd> {
+        self.event_fd
+    }
+
+    /// The event id of [`DeviceBackend::device_event_fd`] in the worker thread: ids up to the
+    /// queue count are the queues' and the worker's own (exit, vring enabled).
+    pub fn device_event_id(&self) -> u64 {
+        self.queue_sizes.len() as u64 + 1
+    }
+
+    /// Lets the device do `work` on `vrings`, then signals the call eventfds it asked for.
+    fn process(&self, work: Work, vrings: &[VringRwLock<AtomicMemory>]) {
+        let kicked = match work {
+            Work::Kick(index) if usize::from(index) < vrings.len() => Some(usize::from(index)),
+            Work::Kick(index) => {
+                tracing::warn!(
+                    index,
+                    "{}: event for a queue that does not exist",
+                    self.name
+                );
+                return;
+            }
+            Work::DeviceEvent => None,
+        };
+        let memory = lock(&self.memory).clone();
+        let guard = memory.as_ref().map(GuestMemoryAtomic::memory);
+        if kicked.is_some() && guard.is_none() {
+            tracing::warn!(?work, "{}: queue kicked before any guest memory", self.name);
+            return;
+        }
+        // A device event before any memory still drains the device's events (its descriptor
+        // would stay readable), with every queue not ready.
+        let empty = VirtioMemory::new();
+        let mem: &VirtioMemory = guard.as_deref().unwrap_or(&empty);
+        let mut device = lock(&self.device);
+        let mut states: Vec<_> = vrings.iter().map(VringRwLock::get_mut).collect();
+        let usable = self.usable(&states, guard.is_some());
+        if kicked.is_some_and(|index| !usable.get(index).copied().unwrap_or(false)) {
+            return;
+        }
+        let interrupt = PendingInterrupt::new(vrings.len());
+        let mut idle: Vec<Queue> = vrings.iter().map(|_| Queue::default()).collect();
+        let mut queues: Vec<&mut Queue> = states
+            .iter_mut()
+            .zip(idle.iter_mut())
+            .zip(&usable)
+            .map(
+                |((state, idle), &usable)| {
+                    if usable { state.get_queue_mut() } else { idle }
+                },
+            )
+            .collect();
+        let result = match work {
+            Work::Kick(index) => device.process_external_queue(index, mem, &mut queues, &interrupt),
+            Work::DeviceEvent => device.process_external_event(mem, &mut queues, &interrupt),
+        };
+        drop(queues);
+        for (index, state) in states.iter().enumerate() {
+            if interrupt.requested(index)
+                && let Err(error) = state.signal_used_queue()
+            {
+                tracing::warn!(index, %error, "{}: cannot signal the call eventfd", self.name);
+            }
+        }
+        if let Err(error) = result {
+            self.stop_queue(kicked, &error);
+        }
+    }
+
+    /// Which vrings the device may use: set up and enabled by the front-end, not stopped by
+    /// a queue error, and guest memory to reach them.
+    fn usable(
+        &self,
+        states: &[RwLockWriteGuard<'_, VringState<AtomicMemory>>],
+        has_memory: bool,
+    ) -> Vec<bool> {
+        let stopped = lock(&self.stopped);
+        states
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                has_memory
+                    && state.is_enabled()
+                    && state.get_queue().ready()
+                    && !stopped.get(index).copied().unwrap_or(true)
+            })
+            .collect()
+    }
+
+    /// Leaves alone the queue a device error names (or the kicked one) until the front-end
+    /// stops or resets it.
+    fn stop_queue(&self, kicked: Option<usize>, error: &DeviceError) {
+        let broken = match error {
+            DeviceError::Queue { index, .. } => Some(usize::from(*index)),
+            _ => kicked,
+        };
+        let Some(index) = broken else {
+            tracing::error!(%error, "{}: device event failed", self.name);
+            return;
+        };
+        tracing::error!(
+            queue = index,
+            %error,
+            "{}: queue stopped until the front-end stops or resets it",
+            self.name
+        );
+        if let Some(stopped) = lock(&self.stopped).get_mut(index) {
+            *stopped = true;
+        }
+    }
+}
+
+/// Locks `mutex`, taking the data of a poisoned one: every critical section here leaves its
+/// data consistent, and a panicked holder must not take the back-end down with it.
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Refuses guest memory whose mappings reach past the end of their files.
+fn check_memory(mem: &VirtioMemory) -> Result<(), MemoryError> {
+    for region in mem.iter() {
+        let Some(file_offset) = region.file_offset() else {
+            continue;
+        };
+        let guest_addr = region.start_addr().0;
+        let metadata = file_offset
+            .file()
+            .metadata()
+            .map_err(|source| MemoryError::Stat { guest_addr, source })?;
+        // Only regular files (memfd, tmpfs, hugetlbfs) have a length that bounds the mapping.
+        if !metadata.is_file() {
+            continue;
+        }
+        let offset = file_offset.start();
+        let len = region.len();
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > metadata.len())
+        {
+            return Err(MemoryError::PastEndOfFile {
+                guest_addr,
+                len,
+                offset,
+                file_len: metadata.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The queues the device asked to interrupt the driver for while processing; their call
+/// eventfds are signalled once it is done.
+struct PendingInterrupt {
+    queues: Vec<AtomicBool>,
+}
+
+impl PendingInterrupt {
+    fn new(count: usize) -> Self {
+        Self {
+            queues: (0..count).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    fn requested(&self, index: usize) -> bool {
+        self.queues
+            .get(index)
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
+    }
+}
+
+impl VirtioInterrupt for PendingInterrupt {
+    fn signal_queue(&self, queue: u16) {
+        if let Some(flag) = self.queues.get(usize::from(queue)) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    fn signal_config(&self) {
+        // No device served here changes its configuration on its own; without a back-end
+        // request channel there would be no way to tell the front-end anyway.
+        tracing::warn!("configuration change notification dropped: not supported over vhost-user");
+    }
+}
+
+impl VhostUserBackend for DeviceBackend {
+    type Bitmap = virtio::dirty::DirtyBitmap;
+    type Vring = VringRwLock<AtomicMemory>;
+
+    fn num_queues(&self) -> usize {
+        self.queue_sizes.len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.queue_sizes.iter().copied().max().unwrap_or(0))
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn acked_features(&self, features: u64) {
+        let virtio_features = features & !VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        lock(&self.device).ack_features(virtio_features);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        self.protocol_features
+    }
+
+    fn reset_device(&self) {
+        lock(&self.device).reset();
+        lock(&self.stopped).fill(false);
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The vrings' queues carry the flag (vhost-user-backend sets it on them).
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        // The vhost crate bounds `size` by the message size (at most a page).
+        let mut data = vec![0u8; size as usize];
+        lock(&self.device).read_config(u64::from(offset), &mut data);
+        data
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        lock(&self.device).write_config(u64::from(offset), buf);
+        Ok(())
+    }
+
+    fn update_memory(&self, atomic: AtomicMemory) -> io::Result<()> {
+        let checked = check_memory(&atomic.memory());
+        if let Err(error) = checked {
+            // vhost-user-backend already installed the table for its vrings: empty it, so
+            // nothing touches the bad mapping before the connection closes.
+            if let Ok(guard) = atomic.lock() {
+                guard.replace(VirtioMemory::new());
+            }
+            *lock(&self.memory) = None;
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, error));
+        }
+        *lock(&self.memory) = Some(atomic);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // One worker thread (the default `queues_per_thread`), one event made beforehand.
+        lock(&self.exit_event).take()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // The front-end stopped the queue and may set it up afresh: process it again then.
+        let index = usize::try_from(queue_index).unwrap_or(usize::MAX);
+        if let Some(stopped) = lock(&self.stopped).get_mut(index) {
+            *stopped = false;
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Self::Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            tracing::debug!(device_event, ?evset, "{}: unexpected event set", self.name);
+        }
+        let work = if u64::from(device_event) == self.device_event_id() {
+            Work::DeviceEvent
+        } else {
+            Work::Kick(device_event)
+        };
+        self.process(work, vrings);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap, MmapRegion};
+
+    use super::*;
+
+    fn rng_backend() -> DeviceBackend {
+        DeviceBackend::new(
+            Box::new(virtio::rng::Rng::new(Box::new(std::io::empty()))),
+            "virtio-rng",
+        )
+    }
+
+    /// Guest memory of `len` bytes mapped from a temporary file of `file_len` bytes.
+    fn file_memory(len: usize, file_len: u64) -> VirtioMemory {
+        let path = std::env::temp_dir().join(format!("oxvirt-vu-mem-{}-{len}", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.set_len(file_len).unwrap();
+        let region = MmapRegion::from_file(FileOffset::new(file, 0), len).unwrap();
+        VirtioMemory::from_regions(vec![GuestRegionMmap::new(region, GuestAddress(0)).unwrap()])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_region_past_the_end_of_its_file_is_refused() {
+        let short = file_memory(0x2000, 0x1000);
+        let whole = file_memory(0x2000, 0x2000);
+
+        let refused = check_memory(&short);
+
+        assert!(matches!(
+            refused,
+            Err(MemoryError::PastEndOfFile {
+                len: 0x2000,
+                file_len: 0x1000,
+                ..
+            })
+        ));
+        assert!(check_memory(&whole).is_ok());
+    }
+
+    #[test]
+    fn refused_memory_is_emptied_for_the_vrings_too() {
+        let backend = rng_backend();
+        let atomic = AtomicMemory::new(file_memory(0x2000, 0x1000));
+
+        let result = backend.update_memory(atomic.clone());
+
+        assert!(result.is_err());
+        assert_eq!(atomic.memory().num_regions(), 0);
+        assert!(lock(&backend.memory).is_none());
+    }
+
+    #[test]
+    fn features_add_protocol_features_and_config_only_where_there_is_one() {
+        let rng = rng_backend();
+
+        assert_ne!(
+            rng.features() & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+            0
+        );
+        assert!(!rng.protocol_features().contains(CONFIG_FEATURE));
+        assert!(
+            rng.protocol_features()
+                .contains(VhostUserProtocolFeatures::MQ)
+        );
+        assert_eq!((rng.num_queues(), rng.max_queue_size()), (1, 256));
+    }
+}
