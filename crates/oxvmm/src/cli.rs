@@ -87,7 +87,9 @@ pub struct Args {
     /// Serve the control API (HTTP/1.1 + JSON) on this Unix socket.
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
-    /// Start from a snapshot directory instead of booting (paused unless --resume).
+    /// Start from a snapshot directory instead of booting (paused unless --resume). Device
+    /// options, --memory and --cpus then state what the snapshot's VM has (their host-side
+    /// settings, such as paths and TAP names, apply; any other difference is refused).
     #[arg(long, value_name = "DIR")]
     pub restore: Option<PathBuf>,
     /// With --restore: run the vCPUs at once.
@@ -126,26 +128,19 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Pa
     }
 }
 
-/// Options that describe a new VM, which a snapshot already fixes.
+/// Options that describe a new VM, which a snapshot already fixes. (The device options,
+/// `--memory` and `--cpus` state what the restored VM has: see [`restore_devices`].)
 fn options_fixed_by_a_snapshot(args: &Args) -> Vec<&'static str> {
     let given = [
         ("--kernel", args.kernel.is_some()),
         ("--firmware", args.firmware.is_some()),
         ("--initrd", args.initrd.is_some()),
         ("--cmdline", args.cmdline.is_some()),
-        ("--memory", args.memory.is_some()),
-        ("--cpus", args.cpus.is_some()),
         ("--on-reboot", args.on_reboot.is_some()),
         ("--cpu-features", args.cpu_features.is_some()),
         ("--boot-protocol", args.boot_protocol.is_some()),
         ("--config", args.config.is_some()),
         ("--demo", args.demo),
-        ("--rng", args.rng.is_some()),
-        ("--balloon", args.balloon.is_some()),
-        ("--disk", !args.disks.is_empty()),
-        ("--console", args.console.is_some()),
-        ("--net", !args.nets.is_empty()),
-        ("--vsock", args.vsock.is_some()),
     ];
     given
         .into_iter()
@@ -166,7 +161,49 @@ pub fn build_restore(args: &Args, dir: &std::path::Path) -> anyhow::Result<vmm::
         dir: dir.to_path_buf(),
         resume: args.resume,
         serial,
+        devices: restore_devices(args)?,
     })
+}
+
+/// What a restore command says the VM has: the snapshot must have the same devices (and
+/// size), whose host side (paths, TAP names, rate limits) comes from these options.
+fn restore_devices(args: &Args) -> anyhow::Result<vmm::RestoreDevices> {
+    let memory_mib = match &args.memory {
+        Some(memory) => Some(parse_memory_mib(memory).map_err(|e| anyhow!("--memory {e}"))?),
+        None => None,
+    };
+    let cpus = args.cpus.as_deref().map(parse_cpus).transpose()?;
+    let disks = args
+        .disks
+        .iter()
+        .map(|d| d.parse().map_err(|e| anyhow!("--disk {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    let nets = args
+        .nets
+        .iter()
+        .map(|n| n.parse().map_err(|e| anyhow!("--net {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(vmm::RestoreDevices {
+        memory_mib,
+        cpus,
+        disks,
+        nets,
+        vsock: parse_one(&args.vsock, "--vsock")?,
+        console: parse_one(&args.console, "--console")?,
+        rng: parse_one(&args.rng, "--rng")?,
+        balloon: parse_one(&args.balloon, "--balloon")?,
+    })
+}
+
+/// Parses an option given at most once, naming it in the error.
+fn parse_one<T>(text: &Option<String>, option: &str) -> anyhow::Result<Option<T>>
+where
+    T: std::str::FromStr<Err = vmm::config::ParseError>,
+{
+    text.as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| anyhow!("{option} {e}"))
 }
 
 /// Builds the effective configuration: the `--config` file if any, then each option given.
@@ -391,11 +428,46 @@ mod tests {
             err.starts_with("--vsock \"cid=2,socket=/v\"") && err.contains("reserved"),
             "{err}"
         );
-        let restore = args(&["--restore", "/snap", "--vsock", "cid=3,socket=/v"]);
-        let err = build_restore(&restore, std::path::Path::new("/snap")).unwrap_err();
+    }
+
+    #[test]
+    fn restore_takes_the_device_options_as_what_the_vm_has() {
+        let restore = args(&[
+            "--restore",
+            "/snap",
+            "--vsock",
+            "cid=3,socket=/v",
+            "--disk",
+            "path=/moved.img,readonly=on",
+            "--net",
+            "tap=tap7",
+            "--memory",
+            "1G",
+            "--cpus",
+            "2",
+            "--rng",
+            "--console",
+            "file=/c.log",
+            "--balloon",
+            "size=8",
+        ]);
+
+        let devices = build_restore(&restore, std::path::Path::new("/snap"))
+            .unwrap()
+            .devices;
+
+        assert_eq!(devices.vsock.unwrap().socket, PathBuf::from("/v"));
+        assert_eq!(devices.disks[0].path, PathBuf::from("/moved.img"));
+        assert!(devices.disks[0].readonly);
+        assert_eq!(devices.nets[0].tap.as_deref(), Some("tap7"));
+        assert_eq!((devices.memory_mib, devices.cpus), (Some(1024), Some(2)));
+        assert!(devices.rng.is_some() && devices.console.is_some());
+        assert_eq!(devices.balloon.unwrap().size_mib, 8);
+        let bad = args(&["--restore", "/snap", "--disk", "readonly=on"]);
+        let err = build_restore(&bad, std::path::Path::new("/snap")).unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("--vsock cannot be used with --restore")
+            err.to_string().starts_with("--disk \"readonly=on\""),
+            "{err}"
         );
     }
 
@@ -405,12 +477,13 @@ mod tests {
         let options = build_restore(&restore, std::path::Path::new("/snap")).unwrap();
         assert!(options.resume);
         assert_eq!(options.serial, Some(SerialConfig::Off));
+        assert_eq!(options.devices, vmm::RestoreDevices::default());
 
-        let bad = args(&["--restore", "/snap", "--memory", "1G"]);
+        let bad = args(&["--restore", "/snap", "--kernel", "/k"]);
         let err = build_restore(&bad, std::path::Path::new("/snap")).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("--memory cannot be used with --restore")
+                .starts_with("--kernel cannot be used with --restore")
         );
     }
 

@@ -33,15 +33,15 @@ fn main() -> ExitCode {
 
 /// A new VM from a configuration, or one restored from a snapshot.
 enum Plan {
-    /// Boxed: a configuration is much larger than the restore options.
+    /// Boxed, as the restore options: both are large beside a pointer.
     Boot(Box<vmm::VmConfig>),
-    Restore(vmm::RestoreOptions),
+    Restore(Box<vmm::RestoreOptions>),
 }
 
 /// Runs (or restores) the VM; `None` when only the configuration was printed.
 fn run(args: &cli::Args) -> anyhow::Result<Option<VmOutcome>> {
     let plan = match &args.restore {
-        Some(dir) => Plan::Restore(cli::build_restore(args, dir)?),
+        Some(dir) => Plan::Restore(Box::new(cli::build_restore(args, dir)?)),
         None => Plan::Boot(Box::new(cli::build_config(args)?)),
     };
     if args.print_config {
@@ -59,7 +59,7 @@ fn run(args: &cli::Args) -> anyhow::Result<Option<VmOutcome>> {
         None => (None, None),
     };
     let outcome = match plan {
-        Plan::Restore(options) => vmm::restore_vm(options, api),
+        Plan::Restore(options) => vmm::restore_vm(*options, api),
         Plan::Boot(config) => vmm::run_vm(*config, api),
     };
     if let Some(server) = &server {

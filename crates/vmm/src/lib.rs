@@ -21,6 +21,7 @@ mod loader;
 mod memory;
 mod net;
 mod pci_devices;
+mod restore_devices;
 mod vcpu;
 mod vcpu_control;
 mod vm;
@@ -29,6 +30,7 @@ mod vsock;
 
 pub use error::{KernelError, VmmError};
 pub use firmware::FirmwareError;
+pub use restore_devices::{RestoreDevices, apply_restore_devices};
 pub use vm::{VmOutcome, run_vm};
 pub use vm_snapshot::{
     RestoreOptions, STATE_KIND as SNAPSHOT_STATE_KIND, STATE_VERSION as SNAPSHOT_STATE_VERSION,

@@ -30,8 +30,8 @@ const STATE_FILE: &str = "state";
 const MEMORY_FILE: &str = "memory";
 /// What the state file holds, and the version of its payload this oxvmm writes and reads.
 pub const STATE_KIND: &str = "oxvmm-vm";
-/// 2: device state gained fw_cfg, vsock and console.
-pub const STATE_VERSION: u32 = 2;
+/// 2: device state gained fw_cfg, vsock and console. 3: the disks' sizes.
+pub const STATE_VERSION: u32 = 3;
 /// Upper bound on a state file (vCPU state is a few KiB each; devices are small).
 const MAX_STATE_BYTES: u64 = 64 << 20;
 /// Longest chain of diff snapshots a restore follows.
@@ -48,6 +48,9 @@ struct VmSnapshot {
     vcpus: Vec<hypervisor::VcpuState>,
     devices: DevicesState,
     boots: u32,
+    /// Each disk's size in 512-byte sectors, as the guest sees it: a restore opens the disks
+    /// again (maybe at another path) and refuses files of another size.
+    disk_sectors: Vec<u64>,
 }
 
 /// Where guest RAM is, and which snapshot a diff applies to.
@@ -202,8 +205,54 @@ impl Machine {
                 .save_state()
                 .map_err(|e| api_error(400, format!("not supported: {e}")))?,
             boots: self.boots,
+            disk_sectors: self.disk_sectors(),
         })
     }
+}
+
+impl Machine {
+    /// The size of each disk in sectors, in configuration order.
+    fn disk_sectors(&self) -> Vec<u64> {
+        let disks = &self.devices.pci.disks;
+        disks
+            .iter()
+            .map(|(_, disk)| {
+                let disk = disk.lock().unwrap_or_else(|e| e.into_inner());
+                disk.device().capacity()
+            })
+            .collect()
+    }
+}
+
+/// Refuses a restore whose disk files are not the size the snapshot's were.
+fn check_disk_sizes(dir: &Path, machine: &Machine, saved: &[u64]) -> Result<(), VmmError> {
+    let now = machine.disk_sectors();
+    if now.len() != saved.len() {
+        return Err(restore_error(
+            dir,
+            format!(
+                "it holds the sizes of {} disks for a configuration with {}",
+                saved.len(),
+                now.len()
+            ),
+        ));
+    }
+    let disks = machine.config.disks.iter().enumerate();
+    for ((index, disk), (now, saved)) in disks.zip(now.iter().zip(saved)) {
+        if now != saved {
+            return Err(restore_error(
+                dir,
+                format!(
+                    "disk {}: {} holds {} bytes, the snapshot's disk held {} bytes",
+                    disk.name(index),
+                    disk.path.display(),
+                    now * 512,
+                    saved * 512
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Adds the pages devices wrote to KVM's dirty log, region by region (both one bit per 4 KiB
@@ -241,6 +290,8 @@ pub struct RestoreOptions {
     pub resume: bool,
     /// Where COM1 goes now (default: as when the snapshot was taken).
     pub serial: Option<SerialConfig>,
+    /// What the restore command says the VM has (nothing: the snapshot's configuration).
+    pub devices: crate::RestoreDevices,
 }
 
 fn restore_error(dir: &Path, problem: impl std::fmt::Display) -> VmmError {
@@ -329,14 +380,27 @@ pub fn restore_vm(
 ) -> Result<VmOutcome, VmmError> {
     let dir = &options.dir;
     let snapshot = read_snapshot(dir)?;
-    let mut config = snapshot.config(dir)?;
-    check_snapshot(dir, &snapshot, &config)?;
+    let saved = snapshot.config(dir)?;
+    let mut config = crate::apply_restore_devices(&saved, &options.devices)
+        .map_err(|e| restore_error(dir, e))?;
+    // A card the restore command names on an `fd=N` has a descriptor of this process.
+    let nets_named = !options.devices.nets.is_empty();
+    let checked = VmConfig {
+        nets: if nets_named {
+            Vec::new()
+        } else {
+            config.nets.clone()
+        },
+        ..config.clone()
+    };
+    check_snapshot(dir, &snapshot, &checked)?;
     let hypervisor = open_checked(&config)?;
     let memory = map_memory(dir, &snapshot)?;
     if let Some(serial) = options.serial {
         config.serial = serial;
     }
     let mut machine = Machine::new(hypervisor, config, memory)?;
+    check_disk_sizes(dir, &machine, &snapshot.disk_sectors)?;
     machine
         .devices
         .restore_state(&snapshot.devices)
