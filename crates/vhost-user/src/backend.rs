@@ -92,6 +92,8 @@ pub struct DeviceBackend {
     exit_event: Mutex<Option<(EventConsumer, EventNotifier)>>,
     /// The device's own descriptor to watch ([`ExternalQueues::external_event_fd`]).
     event_fd: Option<RawFd>,
+    /// How to watch it: level-triggered unless the device asks otherwise.
+    event_set: EventSet,
 }
 
 /// What the worker thread asks the device to do.
@@ -108,16 +110,20 @@ impl DeviceBackend {
     pub fn new(device: Box<dyn ExternalQueues>, name: &'static str) -> Self {
         let queue_sizes = device.queue_max_sizes().to_vec();
         let features = device.features() | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        // virtio-rng is the one device type here without a configuration space.
-        let protocol_features = if device.device_type() == virtio::device_type::RNG {
-            PROTOCOL_FEATURES
-        } else {
+        // virtio-rng has no configuration space; QEMU's virtio-net keeps its own (and warns
+        // when a back-end offers CONFIG).
+        let offers_config =
+            ![virtio::device_type::RNG, virtio::device_type::NET].contains(&device.device_type());
+        let protocol_features = if offers_config {
             PROTOCOL_FEATURES | CONFIG_FEATURE
+        } else {
+            PROTOCOL_FEATURES
         };
         Self {
             protocol_features,
             stopped: Mutex::new(vec![false; queue_sizes.len()]),
             event_fd: device.external_event_fd(),
+            event_set: EventSet::IN,
             device: Mutex::new(device),
             name,
             queue_sizes,
@@ -147,6 +153,19 @@ impl DeviceBackend {
         lock(&self.device).reset();
         *lock(&self.memory) = None;
         lock(&self.stopped).fill(false);
+    }
+
+    /// Watches the device's own descriptor edge-triggered: for a device that reads it until
+    /// it is empty or it cannot take more (virtio-net without receive buffers, resumed by the
+    /// driver's next kick), so that a full descriptor never makes the worker thread spin.
+    pub fn with_edge_triggered_event(mut self) -> Self {
+        self.event_set = EventSet::IN | EventSet::EDGE_TRIGGERED;
+        self
+    }
+
+    /// The events to watch [`DeviceBackend::device_event_fd`] for.
+    pub fn device_event_set(&self) -> EventSet {
+        self.event_set
     }
 
     /// The device's own descriptor the worker thread must watch, under
@@ -417,7 +436,7 @@ impl VhostUserBackend for DeviceBackend {
         vrings: &[Self::Vring],
         _thread_id: usize,
     ) -> io::Result<()> {
-        if evset != EventSet::IN {
+        if !evset.contains(EventSet::IN) {
             tracing::debug!(device_event, ?evset, "{}: unexpected event set", self.name);
         }
         let work = if u64::from(device_event) == self.device_event_id() {

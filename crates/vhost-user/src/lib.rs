@@ -3,12 +3,12 @@
 //! them in a separate process.
 //!
 //! This crate owns:
-//! - [`spec`]: the `DEVICE` argument (`blk path=…`, `rng src=…`, `vsock cid=…,uds=…`) and
-//!   building the device;
+//! - [`spec`]: the `DEVICE` argument (`blk path=…`, `rng src=…`, `vsock cid=…,uds=…`,
+//!   `net tap=…`) and building the device; [`tap`]: virtio-net's TAP backend;
 //! - [`backend::DeviceBackend`]: a device model behind `vhost-user-backend`'s
 //!   `VhostUserBackend` trait; queues are processed by the device's own code through
 //!   [`virtio::ExternalQueues`], the one implementation oxvmm also runs in-process, and a
-//!   device's own events (virtio-vsock's host sockets) are watched by the vring worker;
+//!   device's own events (virtio-vsock's host sockets, virtio-net's TAP) are watched by the vring worker;
 //! - [`server::Server`]: the listening socket, one front-end at a time, a fresh protocol state
 //!   and a device reset for each connection, so a front-end can reconnect.
 //!
@@ -19,6 +19,7 @@
 pub mod backend;
 pub mod server;
 pub mod spec;
+pub mod tap;
 
 pub use backend::DeviceBackend;
 pub use server::{ConnectionEnd, Server, ServerError};

@@ -15,7 +15,7 @@ use vhost_user::{DeviceSpec, Server};
         blk path=FILE[,readonly=on][,serial=S]\n  \
         rng [src=FILE]                      (default src=/dev/urandom)\n  \
         vsock cid=N,uds=PATH                (host side: PATH and PATH_<port>, as Firecracker)\n  \
-        net tap=NAME                        (not supported yet)\n\
+        net tap=NAME                        (the TAP is created if missing; no rate limits)\n\
         The back-end serves one front-end at a time and waits for the next when it goes."
 )]
 struct Cli {

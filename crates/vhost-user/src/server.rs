@@ -12,7 +12,6 @@ use std::sync::Arc;
 use vhost::vhost_user::{Error as VhostError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use virtio::VirtioMemory;
-use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::{AtomicMemory, DeviceBackend};
 
@@ -107,7 +106,11 @@ impl Server {
             // One worker thread serves every queue (the default `queues_per_thread`).
             for handler in daemon.get_epoll_handlers() {
                 handler
-                    .register_listener(fd, EventSet::IN, self.backend.device_event_id())
+                    .register_listener(
+                        fd,
+                        self.backend.device_event_set(),
+                        self.backend.device_event_id(),
+                    )
                     .map_err(ServerError::DeviceEvent)?;
             }
         }

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 
 use storage::{RawFile, RawFileError, RawFileOptions};
 use virtio::block::{Block, BlockError, BlockOptions};
+use virtio::net::{Net, NetOptions};
 use virtio::rng::Rng;
 use virtio::vsock::Vsock;
 use virtio::vsock::unix::{UnixSocketBackend, VsockHostError};
 
 use crate::backend::DeviceBackend;
+use crate::tap::{TapBackend, random_mac};
 
 /// Where virtio-rng reads its entropy unless `src=` says otherwise.
 pub const DEFAULT_RNG_SOURCE: &str = "/dev/urandom";
@@ -42,7 +44,8 @@ pub enum DeviceSpec {
         /// The host-side Unix socket path (and prefix of the per-port paths).
         uds: PathBuf,
     },
-    /// virtio-net over a TAP device (refused when built: no device model yet).
+    /// virtio-net over a TAP device (created if it does not exist; rate limits are not
+    /// available here).
     Net {
         /// The TAP interface.
         tap: String,
@@ -130,14 +133,12 @@ pub enum BuildError {
     /// The vsock device refused its CID or could not make its epoll instance.
     #[error("vsock: {0}")]
     Vsock(#[from] virtio::vsock::VsockError),
-    /// The device kind has no model to serve.
-    #[error("not supported: {device}: {reason}")]
-    NotSupported {
-        /// The device kind.
-        device: &'static str,
-        /// Why.
-        reason: &'static str,
-    },
+    /// The TAP could not be opened.
+    #[error("net: {0}")]
+    Tap(#[from] net_util::TapError),
+    /// No MAC address could be drawn for the configuration space.
+    #[error("net: cannot draw a MAC address from /dev/urandom: {0}")]
+    Mac(#[source] std::io::Error),
 }
 
 /// The options of one device: `key=value` pairs, each key once.
@@ -291,12 +292,17 @@ impl DeviceSpec {
                 let vsock = Vsock::new(*cid, Box::new(host))?;
                 Ok(DeviceBackend::new(Box::new(vsock), "virtio-vsock"))
             }
-            Self::Net { .. } => Err(BuildError::NotSupported {
-                device: "net",
-                reason: "crates/virtio has no virtio-net device model yet, and this back-end \
-                         serves only the device models oxvmm runs (QEMU's front-end would be \
-                         -netdev vhost-user)",
-            }),
+            Self::Net { tap } => {
+                let tap = net_util::Tap::open(tap)?;
+                let options = NetOptions {
+                    mac: random_mac().map_err(BuildError::Mac)?,
+                    offloads: tap.supports_all_offloads(),
+                    ..NetOptions::default()
+                };
+                tracing::info!(tap = tap.name(), offloads = options.offloads, "virtio-net");
+                let net = Net::new(Box::new(TapBackend(tap)), options);
+                Ok(DeviceBackend::new(Box::new(net), "virtio-net").with_edge_triggered_event())
+            }
         }
     }
 }
@@ -399,12 +405,16 @@ mod tests {
     }
 
     #[test]
-    fn net_is_refused_clearly_when_built() {
-        let spec = DeviceSpec::parse("net", "tap=tap0").unwrap();
+    fn a_bad_tap_name_is_an_error_naming_it() {
+        let spec = DeviceSpec::parse("net", "tap=oxvirt-name-too-long").unwrap();
 
         let error = spec.build().err().unwrap();
 
-        assert!(error.to_string().starts_with("not supported: net: "));
+        let text = error.to_string();
+        assert!(
+            text.starts_with("net: ") && text.contains("oxvirt-name-too-long"),
+            "{text}"
+        );
     }
 
     #[test]

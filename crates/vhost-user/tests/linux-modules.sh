@@ -6,7 +6,7 @@
 #   DIR/modules-VERSION/load-order       their file names, dependencies first
 # VERSION is read from the bzImage header, so the modules always match the cached kernel.
 # Usage: linux-modules.sh DIR   (the tests use <workspace>/target/linux-kernel)
-# Idempotent: an existing load-order is not fetched again. Never commit what this downloads.
+# Idempotent: an existing load-order made for the same wanted list is not fetched again. Never commit what this downloads.
 set -euo pipefail
 
 if (($# != 1)); then
@@ -19,7 +19,7 @@ bash "$workspace/scripts/linux-kernel.sh" "$1"
 dir=$(cd "$1" && pwd)
 
 # The modules the tests need (their dependencies are found from the modules' own data).
-wanted=(virtio_pci virtio_blk virtio_rng vmw_vsock_virtio_transport)
+wanted=(virtio_pci virtio_blk virtio_rng vmw_vsock_virtio_transport virtio_net)
 
 # The kernel release: the string at 0x200 + the 16-bit offset at 0x20e of a bzImage.
 kernel_release() {
@@ -38,7 +38,7 @@ out=$dir/modules-$release
 
 exec 9>"$dir/.modules.lock"
 flock 9
-if [[ -s $out/load-order ]]; then
+if [[ -s $out/load-order && "$(cat "$out/wanted" 2>/dev/null)" == "${wanted[*]}" ]]; then
     exit 0
 fi
 
@@ -92,5 +92,6 @@ for name in "${!placed[@]}"; do
     cp "${file_of[$name]}" "$work/out/"
 done
 printf '%s\n' "${order[@]}" >"$work/out/load-order"
+printf '%s' "${wanted[*]}" >"$work/out/wanted"
 rm -rf "$out"
 mv "$work/out" "$out"

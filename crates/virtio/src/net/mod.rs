@@ -37,6 +37,7 @@
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -52,8 +53,8 @@ use crate::active_queues::{ActiveQueues, queue_error};
 use crate::chain::{ChainError, collect_chain, writable_chain};
 use crate::device::read_config_bytes;
 use crate::{
-    ActivateError, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
-    VirtioMemory, device_type, features,
+    ActivateError, DeviceError, DeviceStateError, ExternalQueues, VirtioDevice, VirtioDeviceState,
+    VirtioInterrupt, VirtioMemory, device_type, features,
 };
 
 /// Maximum size of each queue.
@@ -119,6 +120,13 @@ pub trait NetBackend: Send {
     fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<usize>;
     /// Limits the frames it produces to what the guest accepts.
     fn set_offloads(&mut self, offloads: GuestOffloads) -> std::io::Result<()>;
+    /// A descriptor that becomes readable when frames arrive, for a holder of the queues
+    /// that watches it itself ([`ExternalQueues::external_event_fd`]; watch it
+    /// edge-triggered, see [`Net`]'s `ExternalQueues` implementation). `None` by default:
+    /// the VMM watches its TAP on its own.
+    fn event_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// Traffic counters, shared with the VMM (which reads them without locking the device).
@@ -181,6 +189,98 @@ enum Fit {
     TooSmall,
 }
 
+/// The device's two queues while it processes them, wherever they are held: by the device
+/// (activated by the VMM) or by a vhost-user back-end's vrings ([`ExternalQueues`]).
+struct Rings<'a> {
+    mem: &'a VirtioMemory,
+    queues: [&'a mut Queue; 2],
+    interrupt: &'a dyn VirtioInterrupt,
+}
+
+impl<'a> Rings<'a> {
+    /// The queues of a device the VMM activated.
+    fn active(active: &'a mut ActiveQueues) -> Result<Self, DeviceError> {
+        let ActiveQueues {
+            mem,
+            queues,
+            interrupt,
+        } = active;
+        match queues.as_mut_slice() {
+            [rx, tx] => Ok(Self {
+                mem,
+                queues: [rx, tx],
+                interrupt: &**interrupt,
+            }),
+            _ => Err(DeviceError::NoSuchQueue { index: TX_QUEUE }),
+        }
+    }
+
+    /// The queues an [`ExternalQueues`] holder handed over.
+    fn external(
+        mem: &'a VirtioMemory,
+        queues: &'a mut [&mut Queue],
+        interrupt: &'a dyn VirtioInterrupt,
+    ) -> Result<Self, DeviceError> {
+        match queues {
+            [rx, tx] => Ok(Self {
+                mem,
+                queues: [&mut **rx, &mut **tx],
+                interrupt,
+            }),
+            // The first queue missing, or the first one too many.
+            _ => Err(DeviceError::NoSuchQueue {
+                index: u16::try_from(queues.len().min(2)).unwrap_or(u16::MAX),
+            }),
+        }
+    }
+
+    /// Queue `index`, or an error naming it.
+    fn queue(&mut self, index: u16) -> Result<&mut Queue, DeviceError> {
+        self.queues
+            .get_mut(usize::from(index))
+            .map(|queue| &mut **queue)
+            .ok_or(DeviceError::NoSuchQueue { index })
+    }
+
+    /// Whether queue `index` was set up by the driver (a vhost-user front-end may hand over
+    /// one it has not set up yet).
+    fn ready(&self, index: u16) -> bool {
+        self.queues
+            .get(usize::from(index))
+            .is_some_and(|queue| queue.ready())
+    }
+
+    /// Returns `head` used with `len` bytes; a head outside the table is skipped (nothing to
+    /// return it on). True when it was used.
+    fn add_used(&mut self, index: u16, head: u16, len: u32) -> Result<bool, DeviceError> {
+        let mem = self.mem;
+        match self.queue(index)?.add_used(mem, head, len) {
+            Ok(()) => Ok(true),
+            Err(virtio_queue::Error::InvalidDescriptorIndex) => {
+                tracing::debug!(index, head, "virtio chain with an invalid head skipped");
+                Ok(false)
+            }
+            Err(source) => Err(DeviceError::Queue { index, source }),
+        }
+    }
+
+    /// Interrupts the driver for queue `index` if buffers were used and it asked for it.
+    fn signal_if_needed(&mut self, index: u16, used_any: bool) -> Result<(), DeviceError> {
+        if !used_any {
+            return Ok(());
+        }
+        let mem = self.mem;
+        let needs = self
+            .queue(index)?
+            .needs_notification(mem)
+            .map_err(queue_error(index))?;
+        if needs {
+            self.interrupt.signal_queue(index);
+        }
+        Ok(())
+    }
+}
+
 /// The virtio network device.
 pub struct Net {
     backend: Box<dyn NetBackend>,
@@ -231,12 +331,23 @@ impl Net {
         config
     }
 
+    /// Serves a notification of queue `index`; a queue that is not set up is left alone
+    /// (frames then wait in the backend until the driver's first receive notification).
+    fn serve(&mut self, rings: &mut Rings<'_>, index: u16) -> Result<(), DeviceError> {
+        match index {
+            RX_QUEUE | TX_QUEUE if !rings.ready(index) => Ok(()),
+            RX_QUEUE => self.receive(rings),
+            TX_QUEUE => self.transmit(rings),
+            _ => Err(DeviceError::NoSuchQueue { index }),
+        }
+    }
+
     fn mergeable(&self) -> bool {
         self.acked & MRG_RXBUF != 0
     }
 
     /// Moves frames from the backend to receive chains while both last.
-    fn receive(&mut self, active: &mut ActiveQueues) -> Result<(), DeviceError> {
+    fn receive(&mut self, rings: &mut Rings<'_>) -> Result<(), DeviceError> {
         let mut used_any = false;
         let mut seen_before = None;
         self.throttled[usize::from(RX_QUEUE)] = None;
@@ -248,14 +359,14 @@ impl Net {
                     None => break,
                 },
             };
-            match self.fit(active, len)? {
+            match self.fit(rings, len)? {
                 Fit::Chains(chains) => {
                     if self.throttle(RX_QUEUE, len) {
                         // The frame waits in the device; the backend is not read meanwhile.
                         self.rx_pending = Some(len);
                         break;
                     }
-                    self.deliver(active, len, chains)?;
+                    self.deliver(rings, len, chains)?;
                     used_any = true;
                     self.rx_pending = None;
                     seen_before = None;
@@ -272,15 +383,15 @@ impl Net {
                     seen_before = Some(seen);
                     // Ask for the driver's next notification, then look once more in case
                     // buffers arrived meanwhile.
-                    let mem = active.mem.clone();
-                    active
+                    let mem = rings.mem;
+                    rings
                         .queue(RX_QUEUE)?
-                        .enable_notification(&mem)
+                        .enable_notification(mem)
                         .map_err(queue_error(RX_QUEUE))?;
                 }
             }
         }
-        active.signal_if_needed(RX_QUEUE, used_any)
+        rings.signal_if_needed(RX_QUEUE, used_any)
     }
 
     /// Reads the next frame from the backend into `rx_frame`; `None` when there is none.
@@ -304,11 +415,11 @@ impl Net {
 
     /// How the frame of `len` bytes fits the available chains. The chains are read and the
     /// queue's position put back: nothing is taken yet.
-    fn fit(&self, active: &mut ActiveQueues, len: usize) -> Result<Fit, DeviceError> {
-        let mem = active.mem.clone();
-        let queue = active.queue(RX_QUEUE)?;
+    fn fit(&self, rings: &mut Rings<'_>, len: usize) -> Result<Fit, DeviceError> {
+        let mem = rings.mem;
+        let queue = rings.queue(RX_QUEUE)?;
         let start = queue.next_avail();
-        let fit = self.probe(queue, &mem, len);
+        let fit = self.probe(queue, mem, len);
         queue.set_next_avail(start);
         fit
     }
@@ -338,11 +449,11 @@ impl Net {
     /// Copies the pending frame into the next `chains` chains, with its header completed.
     fn deliver(
         &mut self,
-        active: &mut ActiveQueues,
+        rings: &mut Rings<'_>,
         len: usize,
         chains: u16,
     ) -> Result<(), DeviceError> {
-        let mem = active.mem.clone();
+        let mem = rings.mem;
         self.rx_frame[10..12].copy_from_slice(&chains.to_le_bytes());
         if self.acked & GUEST_CSUM == 0 {
             // DATA_VALID and NEEDS_CSUM mean nothing to a driver without GUEST_CSUM.
@@ -350,13 +461,13 @@ impl Net {
         }
         let mut offset = 0usize;
         for _ in 0..chains {
-            let queue = active.queue(RX_QUEUE)?;
-            let Some(chain) = queue.iter(&mem).map_err(queue_error(RX_QUEUE))?.next() else {
+            let queue = rings.queue(RX_QUEUE)?;
+            let Some(chain) = queue.iter(mem).map_err(queue_error(RX_QUEUE))?.next() else {
                 break;
             };
             let head = chain.head_index();
             let written = match writable_chain(chain) {
-                Ok(buffers) => self.copy_out(&mem, &buffers, offset, len),
+                Ok(buffers) => self.copy_out(mem, &buffers, offset, len),
                 Err(error) => {
                     tracing::debug!(%error, "virtio-net receive chain refused");
                     0
@@ -364,7 +475,7 @@ impl Net {
             };
             offset += written;
             // At most one chain's bytes, which virtio-queue caps below 4 GiB.
-            active.add_used(RX_QUEUE, head, written as u32)?;
+            rings.add_used(RX_QUEUE, head, written as u32)?;
         }
         if offset < len {
             count(&self.options.counters.rx_dropped, 1);
@@ -401,43 +512,43 @@ impl Net {
     }
 
     /// Sends every transmit chain to the backend.
-    fn transmit(&mut self, active: &mut ActiveQueues) -> Result<(), DeviceError> {
-        let mem = active.mem.clone();
+    fn transmit(&mut self, rings: &mut Rings<'_>) -> Result<(), DeviceError> {
+        let mem = rings.mem;
         let mut used_any = false;
         self.throttled[usize::from(TX_QUEUE)] = None;
         loop {
-            active
+            rings
                 .queue(TX_QUEUE)?
-                .disable_notification(&mem)
+                .disable_notification(mem)
                 .map_err(queue_error(TX_QUEUE))?;
-            while let Some(chain) = active
+            while let Some(chain) = rings
                 .queue(TX_QUEUE)?
-                .iter(&mem)
+                .iter(mem)
                 .map_err(queue_error(TX_QUEUE))?
                 .next()
             {
                 let head = chain.head_index();
-                if !self.transmit_chain(&mem, collect_chain(chain)) {
+                if !self.transmit_chain(mem, collect_chain(chain)) {
                     // The chain stays on the queue for the VMM's timer (the driver's next
                     // notification retries too).
-                    let queue = active.queue(TX_QUEUE)?;
+                    let queue = rings.queue(TX_QUEUE)?;
                     queue.go_to_previous_position();
                     queue
-                        .enable_notification(&mem)
+                        .enable_notification(mem)
                         .map_err(queue_error(TX_QUEUE))?;
-                    return active.signal_if_needed(TX_QUEUE, used_any);
+                    return rings.signal_if_needed(TX_QUEUE, used_any);
                 }
-                used_any |= active.add_used(TX_QUEUE, head, 0)?;
+                used_any |= rings.add_used(TX_QUEUE, head, 0)?;
             }
-            if !active
+            if !rings
                 .queue(TX_QUEUE)?
-                .enable_notification(&mem)
+                .enable_notification(mem)
                 .map_err(queue_error(TX_QUEUE))?
             {
                 break;
             }
         }
-        active.signal_if_needed(TX_QUEUE, used_any)
+        rings.signal_if_needed(TX_QUEUE, used_any)
     }
 
     /// Sends the frame of one transmit chain, or drops a chain that cannot be one; false
@@ -594,11 +705,7 @@ impl VirtioDevice for Net {
             .active
             .take()
             .ok_or(DeviceError::NotActivated { index })?;
-        let result = match index {
-            RX_QUEUE => self.receive(&mut active),
-            TX_QUEUE => self.transmit(&mut active),
-            _ => Err(DeviceError::NoSuchQueue { index }),
-        };
+        let result = Rings::active(&mut active).and_then(|mut rings| self.serve(&mut rings, index));
         self.active = Some(active);
         result
     }
@@ -643,5 +750,37 @@ impl VirtioDevice for Net {
         };
         self.options.mac = net.mac;
         Ok(())
+    }
+}
+
+/// Driven by a vhost-user back-end: the same receive and transmit code on its vrings. The
+/// backend's [`NetBackend::event_fd`] is the device's event, to be watched edge-triggered:
+/// each event reads the backend until it is empty or the guest has no receive buffers left,
+/// and then the driver's next receive notification resumes the reading, as in the VMM.
+/// Rate limiters are not resumed by anything here: give such a device none.
+impl ExternalQueues for Net {
+    fn process_external_queue(
+        &mut self,
+        index: u16,
+        mem: &VirtioMemory,
+        queues: &mut [&mut Queue],
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        let mut rings = Rings::external(mem, queues, interrupt)?;
+        self.serve(&mut rings, index)
+    }
+
+    fn external_event_fd(&self) -> Option<RawFd> {
+        self.backend.event_fd()
+    }
+
+    fn process_external_event(
+        &mut self,
+        mem: &VirtioMemory,
+        queues: &mut [&mut Queue],
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        let mut rings = Rings::external(mem, queues, interrupt)?;
+        self.serve(&mut rings, RX_QUEUE)
     }
 }

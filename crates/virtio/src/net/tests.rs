@@ -33,6 +33,9 @@ impl NetBackend for SocketBackend {
         self.offloads.lock().unwrap().push(offloads);
         Ok(())
     }
+    fn event_fd(&self) -> Option<RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.socket))
+    }
 }
 
 struct Rig<'m> {
@@ -577,4 +580,97 @@ fn refused_chains_cost_nothing_and_a_reset_forgets_the_throttle() {
     assert!(throttled);
     assert_eq!(r.counter(|c| &c.tx_frames), 1);
     assert_eq!(r.net.throttled_until(), None);
+}
+
+/// A device driven through [`ExternalQueues`], with its queues held outside it.
+struct ExternalRig<'m> {
+    rx: DriverQueue<'m>,
+    tx: DriverQueue<'m>,
+    queues: [Queue; 2],
+    net: Net,
+    host: UnixDatagram,
+    interrupt: RecordingInterrupt,
+}
+
+impl<'m> ExternalRig<'m> {
+    fn new(mem: &'m VirtioMemory, features: u64) -> Self {
+        let rx = DriverQueue::new(mem, 0x1000, 16);
+        let tx = DriverQueue::new(mem, 0x3000, 16);
+        let (mut net, host, _) = device(false);
+        net.ack_features(features);
+        let queues = [rx.queue(), tx.queue()];
+        ExternalRig {
+            rx,
+            tx,
+            queues,
+            net,
+            host,
+            interrupt: RecordingInterrupt::default(),
+        }
+    }
+
+    fn kick(&mut self, mem: &VirtioMemory, index: u16) -> Result<(), DeviceError> {
+        let [rx, tx] = &mut self.queues;
+        self.net
+            .process_external_queue(index, mem, &mut [rx, tx], &self.interrupt)
+    }
+
+    fn event(&mut self, mem: &VirtioMemory) -> Result<(), DeviceError> {
+        let [rx, tx] = &mut self.queues;
+        self.net
+            .process_external_event(mem, &mut [rx, tx], &self.interrupt)
+    }
+}
+
+#[test]
+fn external_queues_transmit_and_receive_with_the_same_code() {
+    let mem = guest_memory();
+    let mut r = ExternalRig::new(&mem, MRG_RXBUF);
+    let sent = frame(60, 1);
+    mem.write_slice(&sent, GuestAddress(0x10000)).unwrap();
+    r.tx.write_desc(0, 0x10000, sent.len() as u32, 0, 0);
+    r.tx.publish(0, 0);
+    let arrived = frame(100, 2);
+    r.host.send(&arrived).unwrap();
+    r.rx.write_desc(0, 0x20000, 2048, WRITE, 0);
+    r.rx.publish(0, 0);
+
+    r.kick(&mem, TX_QUEUE).unwrap();
+    r.event(&mem).unwrap();
+
+    let mut echoed = vec![0u8; MAX_CHAIN_BYTES];
+    let n = r.host.recv(&mut echoed).unwrap();
+    assert_eq!(&echoed[..n], &sent[..]);
+    assert_eq!(r.tx.used_elem(0), (0, 0));
+    assert_eq!(r.rx.used_elem(0), (0, arrived.len() as u32));
+    assert_eq!(r.interrupt.queue_signals(), vec![TX_QUEUE, RX_QUEUE]);
+    assert_eq!(
+        r.net.external_event_fd(),
+        r.net.backend.event_fd(),
+        "the backend's descriptor is the device's event"
+    );
+}
+
+#[test]
+fn external_frames_wait_in_the_backend_while_the_receive_queue_is_not_set_up() {
+    let mem = guest_memory();
+    let mut r = ExternalRig::new(&mem, 0);
+    r.queues[usize::from(RX_QUEUE)] = Queue::new(16).unwrap();
+    r.host.send(&frame(10, 1)).unwrap();
+
+    r.event(&mem).unwrap();
+    r.queues[usize::from(RX_QUEUE)] = r.rx.queue();
+    r.rx.write_desc(0, 0x20000, 256, WRITE, 0);
+    r.rx.publish(0, 0);
+    r.kick(&mem, RX_QUEUE).unwrap();
+
+    assert_eq!(r.rx.used_elem(0), (0, 22), "delivered at the first kick");
+    assert_eq!(r.net.counters().rx_dropped.load(Ordering::Relaxed), 0);
+    let wrong_count = r
+        .net
+        .process_external_queue(RX_QUEUE, &mem, &mut [], &r.interrupt);
+    assert!(matches!(
+        wrong_count,
+        Err(DeviceError::NoSuchQueue { index: 0 })
+    ));
 }
