@@ -18,12 +18,24 @@ fuzz_target!(|data: &[u8]| {
     let procedure: Procedure = TYPED_PROCEDURES[usize::from(selector) % TYPED_PROCEDURES.len()];
     if let Some(Ok(once)) = reencode_args(procedure, body) {
         let twice = reencode_args(procedure, &once).map(|r| r.expect("our own encoding decodes"));
-        assert_eq!(twice.as_ref(), Some(&once), "{procedure:?} arguments do not round-trip");
-        assert_eq!(once.len(), body.len(), "{procedure:?} arguments changed length");
+        assert_eq!(
+            twice.as_ref(),
+            Some(&once),
+            "{procedure:?} arguments do not round-trip"
+        );
+        assert_eq!(
+            once.len(),
+            body.len(),
+            "{procedure:?} arguments changed length"
+        );
     }
     if let Some(Ok(once)) = reencode_ret(procedure, body) {
         let twice = reencode_ret(procedure, &once).map(|r| r.expect("our own encoding decodes"));
-        assert_eq!(twice.as_ref(), Some(&once), "{procedure:?} reply does not round-trip");
+        assert_eq!(
+            twice.as_ref(),
+            Some(&once),
+            "{procedure:?} reply does not round-trip"
+        );
         assert_eq!(once.len(), body.len(), "{procedure:?} reply changed length");
     }
 });

@@ -76,7 +76,11 @@ fn bring_up(dev: &mut dyn PciDevice, queues: u16, queue_size: u16, features: u64
     dev.bar_write(VIRTIO_BAR, 0x14, &[0x01 | 0x02]);
     for select in 0..2u32 {
         dev.bar_write(VIRTIO_BAR, 0x08, &select.to_le_bytes());
-        dev.bar_write(VIRTIO_BAR, 0x0C, &((features >> (32 * select)) as u32).to_le_bytes());
+        dev.bar_write(
+            VIRTIO_BAR,
+            0x0C,
+            &((features >> (32 * select)) as u32).to_le_bytes(),
+        );
     }
     dev.bar_write(VIRTIO_BAR, 0x14, &[0x01 | 0x02 | 0x08]);
     for queue in 0..queues {
@@ -95,6 +99,17 @@ fn bring_up(dev: &mut dyn PciDevice, queues: u16, queue_size: u16, features: u64
 
 /// Runs the script in `data` against `device`. Any panic is a bug the fuzzer reports.
 pub fn run_device_script<D: VirtioDevice>(device: D, mem: VirtioMemory, data: &[u8]) {
+    run_device_script_with_host(device, mem, data, |_, _| {});
+}
+
+/// As [`run_device_script`], where one kind of step is `host(device, byte)`: something arriving
+/// from the host side (a frame on the TAP, bytes on a socket, console input).
+pub fn run_device_script_with_host<D: VirtioDevice>(
+    device: D,
+    mem: VirtioMemory,
+    data: &[u8],
+    mut host: impl FnMut(&mut D, u8),
+) {
     let queues = device.queue_max_sizes().len() as u16;
     let Ok(mut dev) = VirtioPciDevice::new(device, mem.clone(), Arc::new(NoMsi), Arc::new(NoIrq))
     else {
@@ -107,7 +122,7 @@ pub fn run_device_script<D: VirtioDevice>(device: D, mem: VirtioMemory, data: &[
         steps += 1;
         let op = script.byte();
         let width = widths[usize::from(script.byte()) % widths.len()];
-        match op % 12 {
+        match op % 13 {
             0 => {
                 let offset = script.u16() % 0x110;
                 let data = script.bytes(width);
@@ -133,7 +148,8 @@ pub fn run_device_script<D: VirtioDevice>(device: D, mem: VirtioMemory, data: &[
             }
             5 => {
                 let size = 1u16 << (script.byte() % 9);
-                let features = u64::from(script.u32()) | (1 << 32) | (u64::from(script.byte()) << 28);
+                let features =
+                    u64::from(script.u32()) | (1 << 32) | (u64::from(script.byte()) << 28);
                 bring_up(&mut dev, queues, size, features);
             }
             6..=8 => {
@@ -148,6 +164,7 @@ pub fn run_device_script<D: VirtioDevice>(device: D, mem: VirtioMemory, data: &[
                 let _ = dev.device_mut().process_queue(queue);
             }
             11 => PciDevice::reset(&mut dev),
+            12 => host(dev.device_mut(), script.byte()),
             _ => {
                 let bar = usize::from(script.byte() % 7);
                 let offset = u64::from(script.u32());

@@ -185,8 +185,12 @@ mod tests {
     fn a_paused_checkpoint_parks_until_resumed_and_quit_releases_it() {
         let control = Arc::new(VcpuControl::new(Mode::Pause, 1));
         let thread_control = control.clone();
+        let (passed_tx, passed_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let first = thread_control.checkpoint();
+            passed_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
             let second = thread_control.checkpoint();
             thread_control.thread_exited();
             (first, second)
@@ -196,12 +200,13 @@ mod tests {
         }
 
         control.set_mode(Mode::Run);
-        // The thread passes its first checkpoint; make the second one quit.
+        passed_rx.recv().unwrap();
         control.set_mode(Mode::Quit);
+        go_tx.send(()).unwrap();
 
         let (first, second) = thread.join().unwrap();
-        assert!(!second);
-        let _ = first;
+        assert!(first, "a resumed checkpoint lets the thread run");
+        assert!(!second, "a checkpoint after quit stops the thread");
         assert_eq!(control.lock().alive, 0);
     }
 }
