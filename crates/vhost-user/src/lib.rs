@@ -4,7 +4,8 @@
 //!
 //! This crate owns:
 //! - [`spec`]: the `DEVICE` argument (`blk path=…`, `rng src=…`, `vsock cid=…,uds=…`,
-//!   `net tap=…`) and building the device; [`tap`]: virtio-net's TAP backend;
+//!   `net tap=…`) and building the device (virtio-net's TAP backend is
+//!   [`virtio::net::TapBackend`], the VMM's too);
 //! - [`backend::DeviceBackend`]: a device model behind `vhost-user-backend`'s
 //!   `VhostUserBackend` trait; queues are processed by the device's own code through
 //!   [`virtio::ExternalQueues`], the one implementation oxvmm also runs in-process, and a
@@ -19,7 +20,6 @@
 pub mod backend;
 pub mod server;
 pub mod spec;
-pub mod tap;
 
 pub use backend::DeviceBackend;
 pub use server::{ConnectionEnd, Server, ServerError};

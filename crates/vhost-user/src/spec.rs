@@ -8,13 +8,12 @@ use std::path::PathBuf;
 
 use storage::{RawFile, RawFileError, RawFileOptions};
 use virtio::block::{Block, BlockError, BlockOptions};
-use virtio::net::{Net, NetOptions};
+use virtio::net::{Net, NetOptions, TapBackend, random_mac};
 use virtio::rng::Rng;
 use virtio::vsock::Vsock;
 use virtio::vsock::unix::{UnixSocketBackend, VsockHostError};
 
 use crate::backend::DeviceBackend;
-use crate::tap::{TapBackend, random_mac};
 
 /// Where virtio-rng reads its entropy unless `src=` says otherwise.
 pub const DEFAULT_RNG_SOURCE: &str = "/dev/urandom";
@@ -295,6 +294,8 @@ impl DeviceSpec {
             Self::Net { tap } => {
                 let tap = net_util::Tap::open(tap)?;
                 let options = NetOptions {
+                    // Front-ends such as QEMU's virtio-net keep their own configuration space
+                    // and never read this one; it is there for those that do.
                     mac: random_mac().map_err(BuildError::Mac)?,
                     offloads: tap.supports_all_offloads(),
                     ..NetOptions::default()

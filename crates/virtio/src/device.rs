@@ -121,6 +121,17 @@ pub enum DeviceStateError {
     },
 }
 
+impl DeviceStateError {
+    /// The refusal of device model `expected` (such as "virtio-net") handed `state`, which
+    /// is another model's state or none.
+    pub fn wrong_device(expected: &'static str, state: Option<&VirtioDeviceState>) -> Self {
+        DeviceStateError::WrongDevice {
+            expected,
+            found: state.map_or("no device state", VirtioDeviceState::kind),
+        }
+    }
+}
+
 /// A virtio device model: what the transport needs from it.
 ///
 /// Lifecycle: the transport offers [`VirtioDevice::features`], tells the device what the
@@ -268,15 +279,25 @@ pub trait ExternalQueues: VirtioDevice {
     }
 }
 
-/// Queue `index` of the queues an [`ExternalQueues`] device was handed, or an error naming it.
-pub(crate) fn external_queue<'a>(
+/// The queue a single-queue [`ExternalQueues`] device was handed for a notification of queue
+/// `index`: queue 0, or an error naming `index`.
+pub(crate) fn single_external_queue<'a>(
     queues: &'a mut [&mut Queue],
     index: u16,
 ) -> Result<&'a mut Queue, DeviceError> {
+    if index != 0 {
+        return Err(DeviceError::NoSuchQueue { index });
+    }
     queues
         .get_mut(usize::from(index))
         .map(|queue| &mut **queue)
         .ok_or(DeviceError::NoSuchQueue { index })
+}
+
+/// Takes a device's active queues out of `slot` to process a notification of queue `index`
+/// (the device needs itself mutably meanwhile); put them back afterwards.
+pub(crate) fn take_active<A>(slot: &mut Option<A>, index: u16) -> Result<A, DeviceError> {
+    slot.take().ok_or(DeviceError::NotActivated { index })
 }
 
 /// The one queue of a single-queue device while it is active, with the memory and interrupt
@@ -322,7 +343,7 @@ impl ActiveQueue {
         if index != 0 {
             return Err(DeviceError::NoSuchQueue { index });
         }
-        slot.take().ok_or(DeviceError::NotActivated { index })
+        take_active(slot, index)
     }
 }
 

@@ -20,7 +20,7 @@
 //! What it must not do: depend on KVM, the `hypervisor` or `vmm` crates, or do I/O except
 //! through what the VMM hands a device (a `Read` for virtio-rng, the Unix streams of a
 //! [`vsock::VsockBackend`] for virtio-vsock, such as the [`vsock::unix::UnixSocketBackend`] the
-//! VMM builds). Everything is synchronous
+//! VMM builds, the TAP of a [`net::TapBackend`] for virtio-net). Everything is synchronous
 //! for now: the VMM calls [`pci::VirtioPciDevice`]'s BAR handlers from the vCPU thread and a
 //! notify write processes the queue there. Every guest-provided index, length, address and
 //! flag is untrusted: malformed descriptor chains are refused (used with 0 bytes, skipped,

@@ -119,10 +119,7 @@ impl ExternalQueues for Rng {
         queues: &mut [&mut Queue],
         interrupt: &dyn VirtioInterrupt,
     ) -> Result<(), DeviceError> {
-        if index != REQUEST_QUEUE {
-            return Err(DeviceError::NoSuchQueue { index });
-        }
-        let queue = crate::device::external_queue(queues, index)?;
+        let queue = crate::device::single_external_queue(queues, index)?;
         self.drain(mem, queue, interrupt)
     }
 }
@@ -177,10 +174,7 @@ impl VirtioDevice for Rng {
     ) -> Result<(), DeviceStateError> {
         // `let … else` rather than `match`: other devices' variants fall into the refusal.
         let Some(VirtioDeviceState::Rng(rng_state)) = state else {
-            return Err(DeviceStateError::WrongDevice {
-                expected: "virtio-rng",
-                found: state.map_or("no device state", VirtioDeviceState::kind),
-            });
+            return Err(DeviceStateError::wrong_device("virtio-rng", state));
         };
         self.bytes_delivered = rng_state.bytes_delivered;
         Ok(())

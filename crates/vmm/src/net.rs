@@ -14,16 +14,15 @@
 //! retry timer.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use net_util::{Offloads, Tap};
+use net_util::Tap;
 use storage::{RateLimiter, TokenBucket};
 use virtio::VirtioDevice;
-use virtio::net::{GuestOffloads, Net, NetBackend, NetCounters, NetOptions, RX_QUEUE};
+use virtio::net::{Net, NetCounters, NetOptions, RX_QUEUE, TapBackend, random_mac};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::config::NetConfig;
@@ -32,29 +31,6 @@ use crate::ioevents::QueueNotify;
 
 /// The virtio-net device a TAP feeds.
 pub type NetHandle = Arc<Mutex<virtio::pci::VirtioPciDevice<Net>>>;
-
-/// A TAP as the device's backend.
-struct TapBackend(Tap);
-
-impl NetBackend for TapBackend {
-    fn read_frame(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read_frame(buf)
-    }
-
-    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<usize> {
-        self.0.write_frame(frame)
-    }
-
-    fn set_offloads(&mut self, offloads: GuestOffloads) -> std::io::Result<()> {
-        self.0
-            .set_offloads(Offloads {
-                csum: offloads.csum,
-                tso4: offloads.tso4,
-                tso6: offloads.tso6,
-            })
-            .map_err(std::io::Error::other)
-    }
-}
 
 /// A card that is not built yet: its device model, the TAP descriptor to watch, its counters.
 pub struct NetParts {
@@ -72,13 +48,6 @@ fn failed(config: &NetConfig, index: usize) -> impl Fn(String) -> VmmError + '_ 
         value: config.name(index),
         problem: format!("(card {index}) {problem}"),
     }
-}
-
-/// A random locally administered unicast address: `02:xx:xx:xx:xx:xx`.
-fn random_mac() -> std::io::Result<[u8; 6]> {
-    let mut mac = [0x02, 0, 0, 0, 0, 0];
-    File::open("/dev/urandom")?.read_exact(&mut mac[1..])?;
-    Ok(mac)
 }
 
 fn open_tap(config: &NetConfig) -> Result<Tap, String> {
@@ -247,12 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn random_macs_are_locally_administered_unicast() {
-        let a = random_mac().unwrap();
-        let b = random_mac().unwrap();
-
-        assert_eq!(a[0], 0x02);
-        assert_ne!(a, b);
+    fn macs_are_written_as_colon_separated_hex() {
         assert_eq!(format_mac([2, 0xab, 0, 1, 0x10, 0xff]), "02:ab:00:01:10:ff");
     }
 

@@ -713,10 +713,7 @@ impl VirtioDevice for Balloon {
     ) -> Result<(), DeviceStateError> {
         // `let … else` rather than `match`: other devices' variants fall into the refusal.
         let Some(VirtioDeviceState::Balloon(balloon)) = state else {
-            return Err(DeviceStateError::WrongDevice {
-                expected: "virtio-balloon",
-                found: state.map_or("no device state", VirtioDeviceState::kind),
-            });
+            return Err(DeviceStateError::wrong_device("virtio-balloon", state));
         };
         if let Some(head) = balloon.stats_head {
             let reason = if !self.options.stats {

@@ -700,10 +700,7 @@ impl ExternalQueues for Block {
         queues: &mut [&mut Queue],
         interrupt: &dyn VirtioInterrupt,
     ) -> Result<(), DeviceError> {
-        if index != REQUEST_QUEUE {
-            return Err(DeviceError::NoSuchQueue { index });
-        }
-        let queue = crate::device::external_queue(queues, index)?;
+        let queue = crate::device::single_external_queue(queues, index)?;
         self.drain(mem, queue, interrupt)
     }
 }

@@ -236,10 +236,7 @@ impl VirtioDevice for Console {
     }
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
-        let mut active = self
-            .active
-            .take()
-            .ok_or(DeviceError::NotActivated { index })?;
+        let mut active = crate::device::take_active(&mut self.active, index)?;
         let result = match index {
             RECEIVE_QUEUE => self.receive(&mut active),
             TRANSMIT_QUEUE => self.transmit(&mut active),
@@ -268,10 +265,7 @@ impl VirtioDevice for Console {
         state: Option<&VirtioDeviceState>,
     ) -> Result<(), DeviceStateError> {
         let Some(VirtioDeviceState::Console(console)) = state else {
-            return Err(DeviceStateError::WrongDevice {
-                expected: "virtio-console",
-                found: state.map_or("no device state", VirtioDeviceState::kind),
-            });
+            return Err(DeviceStateError::wrong_device("virtio-console", state));
         };
         if console.pending_input.len() > INPUT_BUFFER {
             return Err(DeviceStateError::Invalid {

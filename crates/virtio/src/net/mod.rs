@@ -34,8 +34,11 @@
 //! Nothing the guest writes makes the device panic or touch memory outside the buffers of a
 //! chain.
 
+mod tap;
 #[cfg(test)]
 mod tests;
+
+pub use tap::{TapBackend, random_mac};
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -701,10 +704,7 @@ impl VirtioDevice for Net {
     }
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
-        let mut active = self
-            .active
-            .take()
-            .ok_or(DeviceError::NotActivated { index })?;
+        let mut active = crate::device::take_active(&mut self.active, index)?;
         let result = Rings::active(&mut active).and_then(|mut rings| self.serve(&mut rings, index));
         self.active = Some(active);
         result
@@ -743,10 +743,7 @@ impl VirtioDevice for Net {
         state: Option<&VirtioDeviceState>,
     ) -> Result<(), DeviceStateError> {
         let Some(VirtioDeviceState::Net(net)) = state else {
-            return Err(DeviceStateError::WrongDevice {
-                expected: "virtio-net",
-                found: state.map_or("no device state", VirtioDeviceState::kind),
-            });
+            return Err(DeviceStateError::wrong_device("virtio-net", state));
         };
         self.options.mac = net.mac;
         Ok(())

@@ -499,10 +499,7 @@ impl VirtioDevice for Vsock {
         if usize::from(index) >= self.queue_sizes.len() {
             return Err(DeviceError::NoSuchQueue { index });
         }
-        let mut active = self
-            .active
-            .take()
-            .ok_or(DeviceError::NotActivated { index })?;
+        let mut active = crate::device::take_active(&mut self.active, index)?;
         let result = self.serve(&mut active.rings(), index);
         self.active = Some(active);
         result
@@ -532,10 +529,7 @@ impl VirtioDevice for Vsock {
         state: Option<&VirtioDeviceState>,
     ) -> Result<(), DeviceStateError> {
         let Some(VirtioDeviceState::Vsock(saved)) = state else {
-            return Err(DeviceStateError::WrongDevice {
-                expected: "virtio-vsock",
-                found: state.map_or("no device state", VirtioDeviceState::kind),
-            });
+            return Err(DeviceStateError::wrong_device("virtio-vsock", state));
         };
         if saved.guest_cid != self.guest_cid {
             return Err(DeviceStateError::Invalid {

@@ -1,12 +1,13 @@
-//! virtio-net's host side here: a TAP opened by name, its descriptor watched by the vring
-//! worker (edge-triggered, see `virtio::net`'s `ExternalQueues` implementation).
+//! A TAP ([`net_util::Tap`]) as virtio-net's host side, shared by the VMM and
+//! `oxvmm-vhost-user`, and the random MAC address a card gets when none is configured.
 
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 
 use net_util::{Offloads, Tap};
-use virtio::net::{GuestOffloads, NetBackend};
+
+use super::{GuestOffloads, NetBackend};
 
 /// A TAP as virtio-net's backend.
 pub struct TapBackend(pub Tap);
@@ -30,14 +31,16 @@ impl NetBackend for TapBackend {
             .map_err(std::io::Error::other)
     }
 
+    /// The TAP itself: a vhost-user back-end's vring worker watches it (edge-triggered, see
+    /// [`super::Net`]'s `ExternalQueues` implementation); the VMM watches its own duplicate
+    /// and never asks.
     fn event_fd(&self) -> Option<RawFd> {
         Some(self.0.as_raw_fd())
     }
 }
 
-/// A random locally administered unicast address (`02:xx:xx:xx:xx:xx`) for the device's
-/// configuration space. Front-ends such as QEMU's virtio-net keep their own configuration
-/// and never read it; it is there for those that do.
+/// A random locally administered unicast address (`02:xx:xx:xx:xx:xx`) for a card the user
+/// gave no MAC address.
 pub fn random_mac() -> std::io::Result<[u8; 6]> {
     let mut mac = [0x02, 0, 0, 0, 0, 0];
     File::open("/dev/urandom")?.read_exact(&mut mac[1..])?;
