@@ -1,14 +1,14 @@
 //! Malformed protocol packets on the daemon's socket: each gets an error reply or a closed
 //! connection, and a python3-libvirt client on another connection keeps working throughout.
 
-mod daemon_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use daemon_support::{TestDaemon, text};
+use common::daemon::{TestDaemon, text};
 
 const REMOTE_PROGRAM: u32 = 0x2000_8086;
 const CALL: u32 = 0;
@@ -68,7 +68,7 @@ fn malformed_packets_are_refused_while_other_clients_keep_working() {
     let daemon = TestDaemon::start("proto");
     daemon.define(
         "bystander",
-        &daemon_support::guest_xml("bystander", "counter", ""),
+        &common::daemon::guest_xml("bystander", "counter", ""),
     );
     let script = format!(
         "import libvirt, time\nc = libvirt.open({:?})\nok = 0\n\

@@ -2,13 +2,13 @@
 //! start. A new daemon must find everything as it was (or as it was just before), with nothing
 //! half-written and no VM that nobody knows about.
 
-mod daemon_support;
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use daemon_support::{TestDaemon, guest_xml, require_kvm};
+use common::daemon::{TestDaemon, guest_xml};
+use common::require_kvm;
 
 /// The oxvmm processes started for this daemon's runtime directory.
 fn vmm_processes(daemon: &TestDaemon) -> Vec<i32> {
@@ -26,7 +26,7 @@ fn vmm_processes(daemon: &TestDaemon) -> Vec<i32> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
             alive
-                && cmdline.starts_with(&*daemon_support::oxvmm_path().to_string_lossy())
+                && cmdline.starts_with(&*common::oxvmm_path().to_string_lossy())
                 && cmdline.contains(&marker)
         })
         .collect()
@@ -100,16 +100,10 @@ fn a_define_cut_short_leaves_the_old_or_the_new_definition() {
 
     for delay_ms in [0, 1, 2, 3, 5, 8] {
         // Act: send the define, kill the daemon right after.
-        let virsh = Command::new("virsh")
-            .args(["-c", &daemon.uri(), "define", file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        daemon.kill9();
-        let _ = virsh.wait_with_output();
-        daemon.restart();
+        daemon.cut_short(
+            &["define", file.to_str().unwrap()],
+            Duration::from_millis(delay_ms),
+        );
 
         // Assert
         let xml = daemon.virsh_ok(&["dumpxml", "--inactive", "cut"]);
@@ -134,16 +128,7 @@ fn a_start_cut_short_is_reattached_or_leaves_nothing_running_kvm() {
 
     for delay_ms in [0, 2, 5, 10, 20, 40] {
         // Act
-        let virsh = Command::new("virsh")
-            .args(["-c", &daemon.uri(), "start", "cs"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        daemon.kill9();
-        let _ = virsh.wait_with_output();
-        daemon.restart();
+        daemon.cut_short(&["start", "cs"], Duration::from_millis(delay_ms));
 
         // Assert
         let state = daemon.domstate("cs");

@@ -9,7 +9,7 @@
 //! and the oxvmm and oxvirt binaries built in the same target directory
 //! (`cargo build -p oxvmm -p oxvirt`).
 
-mod daemon_support;
+mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use daemon_support::{TIMEOUT, TestDaemon, feed, guest_xml, require, require_kvm, text};
+use common::daemon::{TIMEOUT, TestDaemon, feed, guest_xml, require, text};
+use common::require_kvm;
 
 /// The oxvirt binary, beside this test's target directory's oxvmm and oxvirtd.
 fn oxvirt_path() -> PathBuf {

@@ -1,8 +1,9 @@
 //! python3-libvirt (Debian's `/usr/bin/python3`) against a real oxvirtd.
 
-mod daemon_support;
+mod common;
 
-use daemon_support::{TestDaemon, guest_xml, require_kvm, text};
+use common::daemon::{TestDaemon, guest_xml, text};
+use common::require_kvm;
 
 #[test]
 fn python_libvirt_lists_looks_up_creates_and_destroys_kvm() {

@@ -13,12 +13,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TIMEOUT, TestDirs, assert_reaped, expect_event, guest, require_kvm, uuid};
+use common::{
+    TIMEOUT, TestDirs, assert_reaped, expect_event, guest, identify, require_kvm, uuid, xml,
+};
 use oxvirtd::events::StoppedDetail;
 use oxvirtd::process::PidFd;
-use oxvirtd::{
-    DomainRegistry, DomainState, EventKind, RunningReason, ShutoffReason, StartSpec, Uuid,
-};
+use oxvirtd::{DomainRegistry, DomainState, EventKind, RunningReason, ShutoffReason, StartSpec};
 
 const ROLE: &str = "OXVIRTD_TEST_ROLE";
 const STATE_DIR: &str = "OXVIRTD_TEST_STATE";
@@ -96,23 +96,6 @@ fn vm_spec(cmdline: &str) -> StartSpec {
         xml: xml(VM, uuid(7)),
         persistent: true,
     }
-}
-
-fn xml(name: &str, uuid: Uuid) -> String {
-    format!("<domain><name>{name}</name><uuid>{uuid}</uuid></domain>")
-}
-
-/// The restarted daemon's XML reader, for this test's toy XML.
-fn identify(xml: &str) -> Result<(String, Uuid), String> {
-    let between = |open: &str, close: &str| {
-        let start = xml.find(open).ok_or("no tag")? + open.len();
-        let end = xml[start..].find(close).ok_or("no end tag")? + start;
-        Ok::<_, String>(xml[start..end].to_string())
-    };
-    let uuid = between("<uuid>", "</uuid>")?
-        .parse()
-        .map_err(|e: oxvirtd::ident::UuidError| e.to_string())?;
-    Ok((between("<name>", "</name>")?, uuid))
 }
 
 /// The reaper, the daemon under it and the VM the daemon started.

@@ -3,28 +3,11 @@
 
 mod common;
 
-use common::{TestDirs, assert_reaped, guest, require_kvm, uuid};
+use common::{TestDirs, assert_reaped, guest, identify, require_kvm, uuid, xml};
 use oxvirtd::events::{DefinedDetail, StartedDetail, StoppedDetail, UndefinedDetail};
 use oxvirtd::registry::Definition;
-use oxvirtd::{DomainRegistry, DomainState, EventKind, RegistryError, ShutoffReason, Uuid};
+use oxvirtd::{DomainRegistry, DomainState, EventKind, RegistryError, ShutoffReason};
 use vmm_api::VmConfig;
-
-fn xml(name: &str, uuid: Uuid) -> String {
-    format!("<domain><name>{name}</name><uuid>{uuid}</uuid></domain>")
-}
-
-/// The test's stand-in for the domain crate's parser.
-fn identify(xml: &str) -> Result<(String, Uuid), String> {
-    let between = |open: &str, close: &str| {
-        let start = xml.find(open).ok_or("no tag")? + open.len();
-        let end = xml[start..].find(close).ok_or("no end tag")? + start;
-        Ok::<_, String>(xml[start..end].to_string())
-    };
-    let uuid = between("<uuid>", "</uuid>")?
-        .parse()
-        .map_err(|e: oxvirtd::ident::UuidError| e.to_string())?;
-    Ok((between("<name>", "</name>")?, uuid))
-}
 
 /// The test's stand-in for the domain → VmConfig conversion.
 fn config_for(_: &Definition) -> Result<VmConfig, String> {

@@ -5,13 +5,14 @@
 //! Needs /dev/kvm, `virsh` (libvirt-clients), python3-libvirt and the oxvmm binary built in the
 //! same target directory (`cargo build -p oxvmm`).
 
-mod daemon_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_support::{TIMEOUT, TestDaemon, guest_xml, require_kvm, text};
+use common::daemon::{TIMEOUT, TestDaemon, guest_xml, text};
+use common::require_kvm;
 use guests::protocol::{
     BLK_MIN_SECTORS, BLK_READ_SECTORS, BLK_WRITE_SECTORS, blk_pattern, pattern_bytes,
 };

@@ -1,8 +1,9 @@
 //! Bad input through Debian's `virsh`: every case gets the exact error text a user sees.
 
-mod daemon_support;
+mod common;
 
-use daemon_support::{TestDaemon, guest_xml, require_kvm};
+use common::daemon::{TestDaemon, guest_xml};
+use common::require_kvm;
 
 /// A minimal definition with `body` inside `<domain>` after the name.
 fn domain_with(name_and_body: &str) -> String {

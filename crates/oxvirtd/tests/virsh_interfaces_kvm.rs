@@ -2,12 +2,13 @@
 //! `bridge` interface's TAP device joins the bridge; `domiflist`, `domifstat` and `domstats`
 //! show them. Needs root (it creates a bridge with `ip`, package iproute2) and /dev/kvm.
 
-mod daemon_support;
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use daemon_support::{TestDaemon, guest_xml, require, require_kvm};
+use common::daemon::{TestDaemon, guest_xml, require};
+use common::require_kvm;
 
 /// A host bridge that is deleted when dropped.
 struct Bridge(String);

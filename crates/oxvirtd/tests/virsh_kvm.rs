@@ -3,12 +3,13 @@
 //! Needs /dev/kvm, `virsh` (libvirt-clients), `script` (bsdutils) and the oxvmm binary built in
 //! the same target directory (`cargo build -p oxvmm`).
 
-mod daemon_support;
+mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_support::{TIMEOUT, TestDaemon, feed, guest_xml, require, require_kvm, text};
+use common::daemon::{TIMEOUT, TestDaemon, feed, guest_xml, require, text};
+use common::require_kvm;
 
 #[test]
 fn virsh_drives_a_domain_through_its_life_kvm() {

@@ -9,9 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{LiveVmm, require_kvm, temp_dir};
+use common::{LiveVmm, require_kvm, restore_running, snapshot_and_kill, temp_dir};
 use guests::protocol;
-use vmm_api::{SnapshotRequest, VmState};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -74,16 +73,18 @@ impl Client {
     }
 }
 
-fn spawn_with_socket(cmdline: &str, socket: &Path, extra: &[&str]) -> LiveVmm {
+/// The guest running `cmdline` with its `console` (`--serial` or `--console`) on a Unix
+/// socket at `socket`, and the `extra` arguments.
+fn spawn_with_socket(console: &str, cmdline: &str, socket: &Path, extra: &[&str]) -> LiveVmm {
     require_kvm();
-    let serial = format!("socket={}", socket.display());
+    let backend = format!("socket={}", socket.display());
     let mut args = vec![
         "--kernel",
         guests::OXGUEST_PATH,
         "--cmdline",
         cmdline,
-        "--serial",
-        &serial,
+        console,
+        &backend,
     ];
     args.extend_from_slice(extra);
     LiveVmm::spawn(&args)
@@ -93,7 +94,7 @@ fn spawn_with_socket(cmdline: &str, socket: &Path, extra: &[&str]) -> LiveVmm {
 fn kvm_serial_socket_carries_the_echo_both_ways() {
     let dir = temp_dir("serial-socket");
     let socket = dir.join("console.sock");
-    let mut vmm = spawn_with_socket("serial-echo", &socket, &[]);
+    let mut vmm = spawn_with_socket("--serial", "serial-echo", &socket, &[]);
 
     let mut client = Client::connect(&socket);
     let early = client.lines_until(|l| l == protocol::SERIAL_ECHO_WAITING, &vmm);
@@ -117,7 +118,7 @@ fn kvm_serial_socket_carries_the_echo_both_ways() {
 fn kvm_serial_socket_input_longer_than_the_fifo_is_not_lost() {
     let dir = temp_dir("serial-socket-long");
     let socket = dir.join("console.sock");
-    let mut vmm = spawn_with_socket("serial-echo", &socket, &[]);
+    let mut vmm = spawn_with_socket("--serial", "serial-echo", &socket, &[]);
 
     let mut client = Client::connect(&socket);
     client.lines_until(|l| l == protocol::SERIAL_ECHO_WAITING, &vmm);
@@ -139,7 +140,7 @@ fn kvm_serial_socket_input_longer_than_the_fifo_is_not_lost() {
 fn kvm_serial_socket_survives_a_reconnecting_client() {
     let dir = temp_dir("serial-socket-reconnect");
     let socket = dir.join("console.sock");
-    let mut vmm = spawn_with_socket("serial-echo", &socket, &[]);
+    let mut vmm = spawn_with_socket("--serial", "serial-echo", &socket, &[]);
 
     // The daemon connects, sees the prompt, goes away and comes back.
     let mut first = Client::connect(&socket);
@@ -163,7 +164,7 @@ fn kvm_serial_socket_survives_a_reconnecting_client() {
 fn kvm_serial_socket_output_is_kept_while_no_client_is_connected() {
     let dir = temp_dir("serial-socket-gap");
     let socket = dir.join("console.sock");
-    let mut vmm = spawn_with_socket("counter", &socket, &[]);
+    let mut vmm = spawn_with_socket("--serial", "counter", &socket, &[]);
 
     let mut first = Client::connect(&socket);
     let before = first.lines_until(|l| protocol::parse_counter_line(l).is_some(), &vmm);
@@ -193,18 +194,9 @@ const CONSOLE_WAITING: &str = "oxguest: virtio-console waiting for a line";
 
 #[test]
 fn kvm_virtio_console_echoes_a_line_through_its_socket() {
-    require_kvm();
     let dir = temp_dir("virtio-console-socket");
     let socket = dir.join("vc.sock");
-    let console = format!("socket={}", socket.display());
-    let mut vmm = LiveVmm::spawn(&[
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        "console-echo",
-        "--console",
-        &console,
-    ]);
+    let mut vmm = spawn_with_socket("--console", "console-echo", &socket, &[]);
 
     let mut client = Client::connect(&socket);
     client.lines_until(|l| l == CONSOLE_WAITING, &vmm);
@@ -227,20 +219,11 @@ fn kvm_virtio_console_echoes_a_line_through_its_socket() {
 
 #[test]
 fn kvm_virtio_console_input_typed_early_waits_for_the_driver() {
-    require_kvm();
     let dir = temp_dir("virtio-console-early");
     let socket = dir.join("vc.sock");
-    let console = format!("socket={}", socket.display());
     // console-write first: the device is running but no receive buffer is posted when the
     // line arrives; console-echo opens the device again later and must still get it.
-    let mut vmm = LiveVmm::spawn(&[
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        "console-write console-echo",
-        "--console",
-        &console,
-    ]);
+    let mut vmm = spawn_with_socket("--console", "console-write console-echo", &socket, &[]);
 
     let mut client = Client::connect(&socket);
     client.lines_until(|l| l == CONSOLE_HELLO, &vmm);
@@ -291,28 +274,9 @@ fn kvm_virtio_console_scenario_fails_cleanly_without_the_device() {
 /// Snapshots the running VM behind `api` into `dir/s`, kills it (its console socket stays
 /// behind, as after a crash) and restores the snapshot in a new process, running.
 fn snapshot_kill_restore(vmm: &mut LiveVmm, api: &Path, dir: &Path, socket: &Path) -> LiveVmm {
-    let snap = dir.join("s");
-    vmm_api::Client::wait_for_socket(api, TIMEOUT)
-        .unwrap()
-        .snapshot(&SnapshotRequest {
-            destination: snap.clone(),
-            diff: false,
-        })
-        .unwrap_or_else(|e| panic!("snapshot: {e}\nstderr:\n{}", vmm.stderr()));
-    vmm.kill();
+    let snapshot = snapshot_and_kill(vmm, api, dir);
     assert!(socket.exists(), "a killed oxvmm leaves its socket behind");
-    let restored_api = dir.join("restored.sock");
-    let restored = LiveVmm::spawn(&[
-        "--restore",
-        snap.to_str().unwrap(),
-        "--resume",
-        "--api-socket",
-        restored_api.to_str().unwrap(),
-    ]);
-    let client = vmm_api::Client::wait_for_socket(&restored_api, TIMEOUT)
-        .unwrap_or_else(|e| panic!("restored API: {e}\nstderr:\n{}", restored.stderr()));
-    assert_eq!(client.info().unwrap().state, VmState::Running);
-    restored
+    restore_running(&snapshot, dir)
 }
 
 #[test]
@@ -321,6 +285,7 @@ fn kvm_serial_socket_works_after_a_restore() {
     let socket = dir.join("console.sock");
     let api = dir.join("api.sock");
     let mut vmm = spawn_with_socket(
+        "--serial",
         "serial-echo",
         &socket,
         &["--api-socket", api.to_str().unwrap()],
@@ -348,21 +313,15 @@ fn kvm_serial_socket_works_after_a_restore() {
 
 #[test]
 fn kvm_virtio_console_works_both_ways_after_a_restore() {
-    require_kvm();
     let dir = temp_dir("virtio-console-snapshot");
     let socket = dir.join("vc.sock");
     let api = dir.join("api.sock");
-    let console = format!("socket={}", socket.display());
-    let mut vmm = LiveVmm::spawn(&[
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        "console-echo",
+    let mut vmm = spawn_with_socket(
         "--console",
-        &console,
-        "--api-socket",
-        api.to_str().unwrap(),
-    ]);
+        "console-echo",
+        &socket,
+        &["--api-socket", api.to_str().unwrap()],
+    );
     let mut client = Client::connect(&socket);
     client.lines_until(|l| l == CONSOLE_WAITING, &vmm);
     // Half a line before the snapshot: the guest holds it in its buffer.

@@ -8,10 +8,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{LiveVmm, require_kvm, run_guest, temp_dir};
+use common::{LiveVmm, require_kvm, restore_running, run_guest, snapshot_and_kill, temp_dir};
 use guests::protocol;
 use net_util::{PacketSocket, Tap};
-use vmm_api::{Client, SnapshotRequest, VmState};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xaa, 0xbb, 0x01];
@@ -316,32 +315,12 @@ fn kvm_net_frame_limit_paces_both_directions_and_loses_nothing() {
     assert_eq!(vmm.wait(TIMEOUT), Some(0));
 }
 
-/// Snapshots the running VM behind `api` into `dir/s`, kills it, and restores the snapshot
-/// in a new process, running; returns it once it answers on its own API socket.
+/// Snapshots the running VM behind `api` into `dir/s`, kills it (the TAP takes one process
+/// at a time: the first VM must let go of it), and restores the snapshot in a new process,
+/// running; returns it once it answers on its own API socket.
 fn snapshot_kill_restore(vmm: &mut LiveVmm, api: &Path, dir: &Path) -> LiveVmm {
-    let client = Client::wait_for_socket(api, TIMEOUT).expect("API socket");
-    let snap = dir.join("s");
-    client
-        .snapshot(&SnapshotRequest {
-            destination: snap.clone(),
-            diff: false,
-        })
-        .unwrap_or_else(|e| panic!("snapshot: {e}\nstderr:\n{}", vmm.stderr()));
-    // The TAP takes one process at a time: the first VM must let go of it.
-    vmm.kill();
-    let restored_api = dir.join("restored.sock");
-    let restored = LiveVmm::spawn(&[
-        "--restore",
-        snap.to_str().unwrap(),
-        "--resume",
-        "--api-socket",
-        restored_api.to_str().unwrap(),
-    ]);
-    let client = Client::wait_for_socket(&restored_api, TIMEOUT)
-        .unwrap_or_else(|e| panic!("restored API: {e}\nstderr:\n{}", restored.stderr()));
-    // The event loop answers once every device, the TAP included, is open.
-    assert_eq!(client.info().unwrap().state, VmState::Running);
-    restored
+    let snapshot = snapshot_and_kill(vmm, api, dir);
+    restore_running(&snapshot, dir)
 }
 
 #[test]

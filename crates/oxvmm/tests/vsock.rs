@@ -81,6 +81,24 @@ fn close(mut stream: UnixStream) {
     );
 }
 
+/// Restores the snapshot in `snapshot`, running, and connects to guest `port` through
+/// `socket` once the guest has handled the TRANSPORT_RESET of the restore (a connection made
+/// before would be dropped by it) and the restored VM listens (the stale socket file of the
+/// killed one is replaced as it starts).
+fn restore_and_connect(snapshot: &Path, socket: &Path, port: u32) -> (LiveVmm, UnixStream) {
+    let mut restored = LiveVmm::spawn(&["--restore", snapshot.to_str().unwrap(), "--resume"]);
+    restored.expect_line(|l| l == VSOCK_TRANSPORT_RESET, TIMEOUT);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(stream) = UnixStream::connect(socket) {
+            drop(stream);
+            return (restored, connect_to_guest(socket, port).0);
+        }
+        assert!(Instant::now() < deadline, "the restored VM never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn spawn_echo(dir: &Path, cmdline: &str, extra: &[&str]) -> (LiveVmm, PathBuf) {
     require_kvm();
     let socket = dir.join("v.sock");
@@ -233,18 +251,7 @@ fn kvm_vsock_exchange_works_after_restore() {
         "a killed oxvmm leaves its socket file behind"
     );
 
-    let mut restored = LiveVmm::spawn(&["--restore", snap.to_str().unwrap(), "--resume"]);
-    restored.expect_line(|l| l == VSOCK_TRANSPORT_RESET, TIMEOUT);
-    let deadline = Instant::now() + TIMEOUT;
-    let (mut stream, _) = loop {
-        // The stale socket file is replaced as the restored VM starts.
-        if let Ok(stream) = UnixStream::connect(&socket) {
-            drop(stream);
-            break connect_to_guest(&socket, 5000);
-        }
-        assert!(Instant::now() < deadline, "the restored VM never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut restored, mut stream) = restore_and_connect(&snap, &socket, 5000);
     echo(&mut stream, &pattern(2, 2500));
     close(stream);
 
@@ -279,18 +286,7 @@ fn kvm_vsock_exchange_works_after_restoring_a_diff_snapshot() {
     vmm.kill();
 
     // Act
-    let mut restored = LiveVmm::spawn(&["--restore", diff.to_str().unwrap(), "--resume"]);
-    // A connection made before the guest handled TRANSPORT_RESET would be dropped by it.
-    restored.expect_line(|l| l == VSOCK_TRANSPORT_RESET, TIMEOUT);
-    let deadline = Instant::now() + TIMEOUT;
-    let (mut stream, _) = loop {
-        if let Ok(stream) = UnixStream::connect(&socket) {
-            drop(stream);
-            break connect_to_guest(&socket, 5000);
-        }
-        assert!(Instant::now() < deadline, "the restored VM never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut restored, mut stream) = restore_and_connect(&diff, &socket, 5000);
     echo(&mut stream, &pattern(4, 2000));
     close(stream);
 

@@ -7,9 +7,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::atomic::Ordering;
-use support::{FakeHypervisor, serve_unix, temp_dir};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use support::{FakeHypervisor, TempDir, serve_unix, temp_dir};
 
 /// Polls `done` for up to 10 s.
 fn wait_until(done: impl Fn() -> bool) {
@@ -41,6 +42,51 @@ async fn virsh(socket: &Path, args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+/// A fake hypervisor serving consoles, and the `virsh console fake1` command for it.
+struct ConsoleServer {
+    /// Consoles the fake hypervisor opened so far.
+    opened: Arc<AtomicU32>,
+    /// Console data packets it echoed so far.
+    echoes: Arc<AtomicU32>,
+    /// To run with [`in_a_terminal`]: virsh console needs a terminal.
+    command: String,
+    /// Where the server's socket is; removed on drop.
+    dir: TempDir,
+}
+
+/// Serves a fake hypervisor in a fresh directory named after `tag`, for `virsh console`.
+fn serve_console(tag: &str) -> ConsoleServer {
+    require("virsh", "libvirt-clients");
+    require("script", "bsdutils");
+    let hypervisor = FakeHypervisor::new();
+    let opened = Arc::clone(&hypervisor.consoles_opened);
+    let echoes = Arc::clone(&hypervisor.console_echoes);
+    let dir = temp_dir(tag);
+    let socket = serve_unix(hypervisor, dir.path());
+    let command = format!("virsh -c '{}' console fake1", uri(&socket));
+    ConsoleServer {
+        opened,
+        echoes,
+        command,
+        dir,
+    }
+}
+
+/// Runs shell `command` in a terminal that script(1) provides, all its streams piped; returns
+/// the child and its standard input.
+fn in_a_terminal(command: &str) -> (Child, ChildStdin) {
+    let mut child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
 }
 
 fn text(out: &Output) -> String {
@@ -234,28 +280,18 @@ async fn virsh_event_loop_prints_lifecycle_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virsh_console_exchanges_data_over_a_stream() {
-    // Arrange: virsh console needs a terminal, which script(1) provides.
-    require("virsh", "libvirt-clients");
-    require("script", "bsdutils");
-    let hypervisor = FakeHypervisor::new();
-    let opened = std::sync::Arc::clone(&hypervisor.consoles_opened);
-    let echoes = std::sync::Arc::clone(&hypervisor.console_echoes);
-    let dir = temp_dir("virsh-console");
-    let socket = serve_unix(hypervisor, dir.path());
-    let command = format!("virsh -c '{}' console fake1", uri(&socket));
+    // Arrange
+    let ConsoleServer {
+        opened,
+        echoes,
+        command,
+        dir: _dir,
+    } = serve_console("virsh-console");
 
     // Act: type "hello", then the escape character Ctrl-].
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child = Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
+        let (child, mut stdin) = in_a_terminal(&command);
         // virsh puts the terminal in raw mode before it opens the console.
         wait_until(|| opened.load(Ordering::SeqCst) > 0);
         stdin.write_all(b"hello").unwrap();
@@ -282,26 +318,17 @@ async fn virsh_console_exchanges_data_over_a_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virsh_console_ends_cleanly_when_the_server_ends_the_stream() {
     // Arrange
-    require("virsh", "libvirt-clients");
-    require("script", "bsdutils");
-    let hypervisor = FakeHypervisor::new();
-    let opened = std::sync::Arc::clone(&hypervisor.consoles_opened);
-    let dir = temp_dir("virsh-console-end");
-    let socket = serve_unix(hypervisor, dir.path());
-    let command = format!("virsh -c '{}' console fake1", uri(&socket));
+    let ConsoleServer {
+        opened,
+        command,
+        dir: _dir,
+        ..
+    } = serve_console("virsh-console-end");
 
     // Act: "bye" makes the fake console end the stream, as a stopping VM does.
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child = Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
+        let (mut child, mut stdin) = in_a_terminal(&command);
         wait_until(|| opened.load(Ordering::SeqCst) > 0);
         stdin.write_all(b"bye").unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -1,4 +1,5 @@
-//! Helpers for tests that run real oxvmm processes under the native driver.
+//! Helpers for the tests that run real oxvmm processes: under the native driver in this
+//! process (this module), or under a real `oxvirtd` process ([`daemon`]).
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
@@ -9,6 +10,8 @@ use oxvirtd::events::EventBus;
 use oxvirtd::{LifecycleEvent, NativeConfig, NativeDriver, Paths, Uuid};
 use tokio::sync::broadcast;
 use vmm_api::VmConfig;
+
+pub mod daemon;
 
 /// How long a test waits for anything a guest does.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -161,7 +164,7 @@ pub fn assert_reaped(pid: i32) {
 pub fn assert_no_zombie_children() {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let zombies = zombie_children();
+        let zombies: Vec<String> = zombie_children().into_iter().map(|z| z.stat).collect();
         if zombies.is_empty() {
             return;
         }
@@ -170,20 +173,56 @@ pub fn assert_no_zombie_children() {
     }
 }
 
-fn zombie_children() -> Vec<String> {
+/// A child of this test process that has exited and is not reaped yet.
+pub struct Zombie {
+    pub pid: i32,
+    /// Its command name (`/proc/PID/stat`'s second field, without the parentheses).
+    pub comm: String,
+    /// Its whole `/proc/PID/stat`, for assertion messages.
+    pub stat: String,
+}
+
+/// The zombie children of this test process.
+pub fn zombie_children() -> Vec<Zombie> {
     let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut zombies = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        let Some(after) = text.rfind(')').map(|i| &text[i + 1..]) else {
+        // The command name may hold spaces and parentheses: it ends at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str()) {
-            zombies.push(text);
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if fields.first() == Some(&"Z")
+            && fields.get(1) == Some(&me.as_str())
+            && let Ok(pid) = stat[..open].trim().parse::<i32>()
+        {
+            let comm = stat[open + 1..close].to_string();
+            zombies.push(Zombie { pid, comm, stat });
         }
     }
     zombies
+}
+
+/// A toy domain XML: just a name and a UUID, which [`identify`] reads back.
+pub fn xml(name: &str, uuid: Uuid) -> String {
+    format!("<domain><name>{name}</name><uuid>{uuid}</uuid></domain>")
+}
+
+/// The tests' stand-in for the domain crate's parser: the name and UUID of [`xml`]'s output.
+pub fn identify(xml: &str) -> Result<(String, Uuid), String> {
+    let between = |open: &str, close: &str| {
+        let start = xml.find(open).ok_or("no tag")? + open.len();
+        let end = xml[start..].find(close).ok_or("no end tag")? + start;
+        Ok::<_, String>(xml[start..end].to_string())
+    };
+    let uuid = between("<uuid>", "</uuid>")?
+        .parse()
+        .map_err(|e: oxvirtd::ident::UuidError| e.to_string())?;
+    Ok((between("<name>", "</name>")?, uuid))
 }

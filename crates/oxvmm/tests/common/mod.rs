@@ -311,3 +311,39 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create a temporary directory");
     dir
 }
+
+/// How long [`snapshot_and_kill`] and [`restore_running`] wait for an API socket.
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Takes a full snapshot of the running VM behind API socket `api` into `dir/s` and kills
+/// the VM (as a crash would: what it leaves behind, such as its sockets, stays); returns the
+/// snapshot's directory.
+pub fn snapshot_and_kill(vmm: &mut LiveVmm, api: &Path, dir: &Path) -> std::path::PathBuf {
+    let snapshot = dir.join("s");
+    vmm_api::Client::wait_for_socket(api, API_TIMEOUT)
+        .unwrap_or_else(|e| panic!("API: {e}\nstderr:\n{}", vmm.stderr()))
+        .snapshot(&vmm_api::SnapshotRequest {
+            destination: snapshot.clone(),
+            diff: false,
+        })
+        .unwrap_or_else(|e| panic!("snapshot: {e}\nstderr:\n{}", vmm.stderr()));
+    vmm.kill();
+    snapshot
+}
+
+/// Restores `snapshot` in a new process, running, with its API socket in `dir`; returns it
+/// once it answers there (its event loop answers once every device is open) and says it runs.
+pub fn restore_running(snapshot: &Path, dir: &Path) -> LiveVmm {
+    let restored_api = dir.join("restored.sock");
+    let restored = LiveVmm::spawn(&[
+        "--restore",
+        snapshot.to_str().unwrap(),
+        "--resume",
+        "--api-socket",
+        restored_api.to_str().unwrap(),
+    ]);
+    let client = vmm_api::Client::wait_for_socket(&restored_api, API_TIMEOUT)
+        .unwrap_or_else(|e| panic!("restored API: {e}\nstderr:\n{}", restored.stderr()));
+    assert_eq!(client.info().unwrap().state, vmm_api::VmState::Running);
+    restored
+}

@@ -6,8 +6,6 @@
 //! these machines); a background thread reaps exited `oxvmm` children, and only those, so the
 //! exit statuses of virsh and the daemon stay with their `Child` handles.
 
-#![allow(dead_code, reason = "each test file uses a different subset")]
-
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,43 +13,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use super::oxvmm_path;
+
 /// How long a test waits for anything a guest or the daemon does.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The oxvmm binary: `$OXVIRTD_TEST_OXVMM`, else `oxvmm` beside this test's target directory.
-pub fn oxvmm_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("OXVIRTD_TEST_OXVMM") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let oxvmm = profile_dir.join("oxvmm");
-    assert!(
-        oxvmm.is_file(),
-        "{} does not exist: build it first with `cargo build -p oxvmm` (same target directory \
-         and profile), or set OXVIRTD_TEST_OXVMM",
-        oxvmm.display()
-    );
-    oxvmm
-}
 
 /// The daemon binary cargo built for these tests.
 pub fn oxvirtd_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_oxvirtd"))
-}
-
-/// Fails loudly when this machine has no usable /dev/kvm.
-pub fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("this test needs read-write access to /dev/kvm: {e}");
-    }
 }
 
 /// Fails loudly, naming the Debian package, when `program` is missing.
@@ -87,28 +56,11 @@ fn become_subreaper() {
 
 /// Reaps zombie children of this process that are oxvmm processes.
 fn reap_orphaned_vmms() {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(open) = stat.find('(') else { continue };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if comm == "oxvmm"
-            && fields.first() == Some(&"Z")
-            && fields.get(1) == Some(&me.as_str())
-            && let Ok(pid) = stat[..open].trim().parse::<i32>()
-        {
+    for zombie in super::zombie_children() {
+        if zombie.comm == "oxvmm" {
             let mut status = 0;
             // SAFETY: waitpid on a specific zombie child of ours; `status` is a valid int.
-            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            unsafe { libc::waitpid(zombie.pid, &mut status, libc::WNOHANG) };
         }
     }
 }
@@ -253,6 +205,23 @@ impl TestDaemon {
         assert!(self.child.is_none(), "the daemon still runs");
         self.generation += 1;
         self.spawn();
+    }
+
+    /// Starts virsh with `args`, kills the daemon (SIGKILL) `delay` later, waits for virsh
+    /// and starts the daemon again: a request cut short.
+    pub fn cut_short(&mut self, args: &[&str], delay: Duration) {
+        let virsh = Command::new("virsh")
+            .arg("-c")
+            .arg(self.uri())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        self.kill9();
+        let _ = virsh.wait_with_output();
+        self.restart();
     }
 
     /// Runs virsh against this daemon.
