@@ -15,6 +15,7 @@ use crate::model::{
     disk_index,
 };
 use crate::parse::{absolute_path, on_off, path_child, u32_attr, yes_no};
+use crate::qos::{parse_bandwidth, parse_iotune};
 
 /// The prefix of TAP names the daemon generates; such names are not part of a definition.
 pub const GENERATED_TAP_PREFIX: &str = "vnet";
@@ -84,7 +85,9 @@ fn disks(node: Node<'_>) -> Result<Vec<Disk>, DomainError> {
 fn disk(node: Node<'_>) -> Result<(u32, Disk), DomainError> {
     node.allow(
         &["type", "device"],
-        &["driver", "source", "target", "readonly", "serial", ALIAS],
+        &[
+            "driver", "source", "target", "iotune", "readonly", "serial", ALIAS,
+        ],
     )?;
     check_alias(node)?;
     let kind = match node.attr("type") {
@@ -119,6 +122,7 @@ fn disk(node: Node<'_>) -> Result<(u32, Disk), DomainError> {
         cache: disk_cache(node)?,
         readonly,
         serial: disk_serial(node)?,
+        iotune: parse_iotune(node)?,
     };
     Ok((index, disk))
 }
@@ -296,11 +300,14 @@ fn interfaces(node: Node<'_>) -> Result<Vec<Interface>, DomainError> {
 fn interface(node: Node<'_>) -> Result<(Interface, bool), DomainError> {
     let kind = match node.required_attr("type")? {
         "ethernet" => {
-            node.allow(&["type"], &["mac", "target", "model", ALIAS])?;
+            node.allow(&["type"], &["mac", "target", "model", "bandwidth", ALIAS])?;
             InterfaceType::Ethernet
         }
         "bridge" => {
-            node.allow(&["type"], &["mac", "source", "target", "model", ALIAS])?;
+            node.allow(
+                &["type"],
+                &["mac", "source", "target", "model", "bandwidth", ALIAS],
+            )?;
             let source = node.required_child("source")?;
             let source = source.node();
             source.allow(&["bridge"], &[])?;
@@ -319,11 +326,18 @@ fn interface(node: Node<'_>) -> Result<(Interface, bool), DomainError> {
     check_alias(node)?;
     interface_model(node)?;
     let target = interface_target(node, &kind)?;
+    let bandwidth = parse_bandwidth(node)?;
     let (mac, given) = match interface_mac(node)? {
         Some(mac) => (mac, true),
         None => (random_mac(node.path())?, false),
     };
-    Ok((Interface { kind, mac, target }, given))
+    let nic = Interface {
+        kind,
+        mac,
+        target,
+        bandwidth,
+    };
+    Ok((nic, given))
 }
 
 fn interface_mac(node: Node<'_>) -> Result<Option<MacAddr>, DomainError> {

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::model::{
-    CharDevice, Cpu, DomainDef, Interface, InterfaceType, MemBalloon, Os, Vsock, VsockCid,
-    disk_index,
+    Bandwidth, CharDevice, Cpu, DomainDef, Interface, InterfaceType, IoTune, MemBalloon, Os, Vsock,
+    VsockCid, disk_index,
 };
 
 /// What to write besides the definition.
@@ -286,6 +286,7 @@ fn format_devices(xml: &mut Xml, def: &DomainDef, live: Option<&LiveInfo>) {
             "target",
             vec![attr("dev", disk.target.as_str()), attr("bus", "virtio")],
         );
+        format_iotune(xml, &disk.iotune);
         if disk.readonly {
             xml.empty("readonly", vec![]);
         }
@@ -350,6 +351,7 @@ fn format_interface(
     if let InterfaceType::Bridge { bridge } = &nic.kind {
         xml.empty("source", vec![attr("bridge", bridge.as_str())]);
     }
+    format_bandwidth(xml, &nic.bandwidth);
     match (&nic.target, live_tap) {
         (Some(target), _) => {
             let mut attrs = vec![attr("dev", target.dev.as_str())];
@@ -364,6 +366,38 @@ fn format_interface(
     xml.empty("model", vec![attr("type", "virtio")]);
     xml.alias(live, &format!("net{index}"));
     xml.close("interface");
+}
+
+/// `<iotune>` after the disk's `<target>`, as libvirt orders it; absent without limits.
+fn format_iotune(xml: &mut Xml, iotune: &IoTune) {
+    if iotune.is_empty() {
+        return;
+    }
+    xml.open("iotune", vec![]);
+    if let Some(bytes) = iotune.total_bytes_sec {
+        xml.text("total_bytes_sec", vec![], &bytes.to_string());
+    }
+    if let Some(iops) = iotune.total_iops_sec {
+        xml.text("total_iops_sec", vec![], &iops.to_string());
+    }
+    xml.close("iotune");
+}
+
+/// `<bandwidth>` after the interface's `<source>`, as libvirt orders it; absent without limits.
+fn format_bandwidth(xml: &mut Xml, bandwidth: &Bandwidth) {
+    if bandwidth.is_empty() {
+        return;
+    }
+    xml.open("bandwidth", vec![]);
+    for (name, average) in [
+        ("inbound", bandwidth.inbound_kib),
+        ("outbound", bandwidth.outbound_kib),
+    ] {
+        if let Some(average) = average {
+            xml.empty(name, vec![attr("average", average.to_string())]);
+        }
+    }
+    xml.close("bandwidth");
 }
 
 /// The `type` attribute and `<source>` of a character device; a pty's source is its live path.

@@ -54,6 +54,7 @@ mod format;
 pub mod model;
 pub mod native;
 mod parse;
+mod qos;
 mod units;
 
 pub use devices::GENERATED_TAP_PREFIX;
@@ -62,10 +63,10 @@ pub use error::DomainError;
 pub use format::{LiveInfo, XmlOptions};
 pub use model::MIN_GUEST_CID;
 pub use model::{
-    BootDevice, CharDevice, ClockOffset, Cpu, CpuFeature, CpuMode, Devices, Disk, DiskCache,
-    DiskType, DomainDef, DomainType, FeaturePolicy, Features, Interface, InterfaceTarget,
-    InterfaceType, LifecycleAction, Loader, LoaderType, MacAddr, MemBalloon, Os, Rng, Uuid, Vsock,
-    VsockCid,
+    Bandwidth, BootDevice, CharDevice, ClockOffset, Cpu, CpuFeature, CpuMode, Devices, Disk,
+    DiskCache, DiskType, DomainDef, DomainType, FeaturePolicy, Features, Interface,
+    InterfaceTarget, InterfaceType, IoTune, LifecycleAction, Loader, LoaderType, MacAddr,
+    MemBalloon, Os, Rng, Uuid, Vsock, VsockCid,
 };
 pub use native::{NativeError, NativeRuntime};
 

@@ -281,6 +281,26 @@ pub struct Disk {
     pub readonly: bool,
     /// `<serial>`.
     pub serial: Option<String>,
+    /// `<iotune>`: rate limits.
+    pub iotune: IoTune,
+}
+
+/// `<disk><iotune>`: the limits oxvmm's token buckets can express, over reads and writes
+/// together. libvirt's 0 ("no limit") is kept as `None`, so such a limit is not written back,
+/// as libvirt does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoTune {
+    /// `<total_bytes_sec>`: bytes per second.
+    pub total_bytes_sec: Option<u64>,
+    /// `<total_iops_sec>`: requests per second.
+    pub total_iops_sec: Option<u64>,
+}
+
+impl IoTune {
+    /// No limit at all (`<iotune>` is then not written).
+    pub fn is_empty(&self) -> bool {
+        self.total_bytes_sec.is_none() && self.total_iops_sec.is_none()
+    }
 }
 
 /// `<disk type=...>`.
@@ -331,6 +351,25 @@ pub struct Interface {
     /// `<target>`: a TAP device named in the definition. Unnamed, the daemon creates one
     /// (`vnetN`); such generated names are not kept in a definition.
     pub target: Option<InterfaceTarget>,
+    /// `<bandwidth>`: traffic limits.
+    pub bandwidth: Bandwidth,
+}
+
+/// `<interface><bandwidth>`: the average rate of each direction, in libvirt's "kilobytes" per
+/// second (KiB/s, 1024 bytes). libvirt's `peak`, `burst` and `floor` are not supported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bandwidth {
+    /// `<inbound average=...>`: traffic the guest receives.
+    pub inbound_kib: Option<u32>,
+    /// `<outbound average=...>`: traffic the guest sends.
+    pub outbound_kib: Option<u32>,
+}
+
+impl Bandwidth {
+    /// No limit in either direction (`<bandwidth>` is then not written, as libvirt does).
+    pub fn is_empty(&self) -> bool {
+        self.inbound_kib.is_none() && self.outbound_kib.is_none()
+    }
 }
 
 /// `<interface><target dev=... managed=...>`.

@@ -14,8 +14,8 @@ use vmm_api::config::{
 };
 
 use crate::model::{
-    CharDevice, ClockOffset, Cpu, DiskCache, DomainDef, DomainType, FeaturePolicy, LifecycleAction,
-    Loader, LoaderType, MemBalloon, VsockCid,
+    Bandwidth, CharDevice, ClockOffset, Cpu, DiskCache, DomainDef, DomainType, FeaturePolicy,
+    LifecycleAction, Loader, LoaderType, MemBalloon, VsockCid,
 };
 
 /// The most vCPUs oxvmm runs (its `--cpus` limit).
@@ -268,8 +268,8 @@ fn disks(def: &DomainDef) -> Result<Vec<DiskConfig>, NativeError> {
                 direct: disk.cache == Some(DiskCache::None),
                 serial: disk.serial.clone(),
                 id: Some(disk.target.clone()),
-                bw: None,
-                iops: None,
+                bw: disk.iotune.total_bytes_sec,
+                iops: disk.iotune.total_iops_sec,
             })
         })
         .collect()
@@ -314,9 +314,43 @@ fn nets(def: &DomainDef, runtime: &NativeRuntime) -> Result<Vec<NetConfig>, Nati
                 fd: None,
                 mac: Some(nic.mac.to_string()),
                 id: Some(format!("net{i}")),
-                bw: None,
+                bw: nic_rate(&nic.bandwidth, i)?,
                 ops: None,
             })
         })
         .collect()
+}
+
+/// oxvmm limits each direction of a card with the same bytes-per-second rate, so a definition
+/// must give `<inbound>` and `<outbound>` with the same average; limiting a direction the
+/// definition leaves free, or at a rate it did not ask for, would not be what it says.
+fn nic_rate(bandwidth: &Bandwidth, index: usize) -> Result<Option<u64>, NativeError> {
+    let path = format!("/domain/devices/interface[{}]/bandwidth", index + 1);
+    match (bandwidth.inbound_kib, bandwidth.outbound_kib) {
+        (None, None) => Ok(None),
+        (Some(inbound), Some(outbound)) if inbound == outbound => {
+            Ok(Some(u64::from(inbound) * 1024))
+        }
+        (Some(inbound), Some(outbound)) => Err(NativeError::unsupported(
+            &format!("{path}/outbound/@average"),
+            format!(
+                "{outbound} KiB/s differs from inbound's {inbound} KiB/s: oxvmm applies one \
+                 rate to both directions of a NIC"
+            ),
+        )),
+        (Some(average), None) | (None, Some(average)) => {
+            let missing = if bandwidth.inbound_kib.is_none() {
+                "inbound"
+            } else {
+                "outbound"
+            };
+            Err(NativeError::unsupported(
+                &format!("{path}/{missing}"),
+                format!(
+                    "missing: oxvmm applies one rate to both directions of a NIC; give \
+                     <{missing} average='{average}'/> too"
+                ),
+            ))
+        }
+    }
 }

@@ -257,3 +257,90 @@ fn interfaces_become_virtio_net_cards_on_their_tap_devices() {
         ]
     );
 }
+
+#[test]
+fn iotune_totals_become_the_disks_rate_limits() {
+    let config = convert(&doc(
+        "",
+        KERNEL_OS,
+        "<disk><source file='/a'/><target dev='vda'/><iotune>\
+         <total_bytes_sec>52428800</total_bytes_sec><total_iops_sec>2000</total_iops_sec>\
+         </iotune></disk>\
+         <disk><source file='/b'/><target dev='vdb'/><iotune>\
+         <total_bytes_sec>0</total_bytes_sec><total_iops_sec>7</total_iops_sec></iotune></disk>\
+         <disk><source file='/c'/><target dev='vdc'/></disk>",
+    ))
+    .unwrap();
+
+    let limits: Vec<(Option<u64>, Option<u64>)> = config
+        .disks
+        .iter()
+        .map(|disk| (disk.bw, disk.iops))
+        .collect();
+    assert_eq!(
+        limits,
+        vec![
+            (Some(52_428_800), Some(2000)),
+            (None, Some(7)),
+            (None, None)
+        ]
+    );
+}
+
+/// An interface with `bandwidth` inside, on TAP device tap0.
+fn nic_with(bandwidth: &str) -> String {
+    doc(
+        "",
+        KERNEL_OS,
+        &format!(
+            "<interface type='ethernet'><target dev='tap0'/><bandwidth>{bandwidth}</bandwidth>\
+             </interface>"
+        ),
+    )
+}
+
+#[test]
+fn equal_inbound_and_outbound_averages_become_the_nics_limit_in_bytes() {
+    let limited = convert(&nic_with(
+        "<inbound average='1000'/><outbound average='1000'/>",
+    ))
+    .unwrap();
+    let largest = convert(&nic_with(
+        "<inbound average='4294967295'/><outbound average='4294967295'/>",
+    ))
+    .unwrap();
+    let unlimited = convert(&nic_with("")).unwrap();
+
+    assert_eq!(limited.nets[0].bw, Some(1000 * 1024));
+    assert_eq!(limited.nets[0].ops, None);
+    assert_eq!(largest.nets[0].bw, Some(u64::from(u32::MAX) * 1024));
+    assert_eq!(unlimited.nets[0].bw, None);
+}
+
+#[test]
+fn one_sided_or_unequal_bandwidth_is_refused_with_the_path() {
+    let cases = [
+        (
+            "<inbound average='1000'/>",
+            "not supported by the native driver: /domain/devices/interface[1]/bandwidth/outbound: \
+             missing: oxvmm applies one rate to both directions of a NIC; give \
+             <outbound average='1000'/> too",
+        ),
+        (
+            "<outbound average='64'/>",
+            "not supported by the native driver: /domain/devices/interface[1]/bandwidth/inbound: \
+             missing: oxvmm applies one rate to both directions of a NIC; give \
+             <inbound average='64'/> too",
+        ),
+        (
+            "<inbound average='1000'/><outbound average='500'/>",
+            "not supported by the native driver: \
+             /domain/devices/interface[1]/bandwidth/outbound/@average: 500 KiB/s differs from \
+             inbound's 1000 KiB/s: oxvmm applies one rate to both directions of a NIC",
+        ),
+    ];
+    for (bandwidth, expected) in cases {
+        let error = convert(&nic_with(bandwidth)).unwrap_err();
+        assert_eq!(error.to_string(), expected, "{bandwidth}");
+    }
+}

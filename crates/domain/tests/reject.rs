@@ -403,3 +403,70 @@ fn malformed_and_hostile_documents_are_refused() {
         );
     }
 }
+
+#[test]
+fn rate_limits_oxvmm_cannot_express_are_refused_by_path() {
+    let disk = |iotune: &str| {
+        doc(
+            "",
+            &format!(
+                "<disk><source file='/a'/><target dev='vda'/><iotune>{iotune}</iotune></disk>"
+            ),
+        )
+    };
+    let nic = |bandwidth: &str| {
+        doc(
+            "",
+            &format!("<interface type='ethernet'><bandwidth>{bandwidth}</bandwidth></interface>"),
+        )
+    };
+    let cases = [
+        (
+            disk("<read_bytes_sec>1000</read_bytes_sec><write_bytes_sec>1</write_bytes_sec>"),
+            "unsupported element /domain/devices/disk[1]/iotune/read_bytes_sec",
+        ),
+        (
+            disk("<total_iops_sec>10</total_iops_sec><total_iops_sec_max>20</total_iops_sec_max>"),
+            "unsupported element /domain/devices/disk[1]/iotune/total_iops_sec_max",
+        ),
+        (
+            disk("<group_name>g</group_name>"),
+            "unsupported element /domain/devices/disk[1]/iotune/group_name",
+        ),
+        (
+            disk("<total_bytes_sec>1M</total_bytes_sec>"),
+            "/domain/devices/disk[1]/iotune/total_bytes_sec: \"1M\" is not a number",
+        ),
+        (
+            disk("<total_iops_sec>1</total_iops_sec><total_iops_sec>2</total_iops_sec>"),
+            "duplicate element /domain/devices/disk[1]/iotune/total_iops_sec",
+        ),
+        (
+            nic("<inbound average='1000' peak='2000'/>"),
+            "unsupported attribute /domain/devices/interface[1]/bandwidth/inbound/@peak",
+        ),
+        (
+            nic("<outbound average='1000' burst='64'/>"),
+            "unsupported attribute /domain/devices/interface[1]/bandwidth/outbound/@burst",
+        ),
+        (
+            nic("<inbound floor='100'/>"),
+            "unsupported attribute /domain/devices/interface[1]/bandwidth/inbound/@floor",
+        ),
+        (
+            nic("<outbound average='0'/>"),
+            "/domain/devices/interface[1]/bandwidth/outbound/@average: \"0\" is not a rate \
+             (1 to 4294967295 KiB/s)",
+        ),
+        (
+            doc(
+                "",
+                "<interface type='ethernet'><bandwidth classID='3'/></interface>",
+            ),
+            "unsupported attribute /domain/devices/interface[1]/bandwidth/@classID",
+        ),
+    ];
+    for (xml, expected) in cases {
+        assert_eq!(error_of(&xml).to_string(), expected, "{xml}");
+    }
+}

@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use domain::{
-    BootDevice, CharDevice, ClockOffset, Cpu, CpuFeature, CpuMode, Devices, Disk, DiskCache,
-    DiskType, DomainDef, DomainType, FeaturePolicy, Features, Interface, InterfaceTarget,
-    InterfaceType, LifecycleAction, LiveInfo, Loader, LoaderType, MacAddr, MemBalloon, Os, Rng,
-    Uuid, Vsock, VsockCid,
+    Bandwidth, BootDevice, CharDevice, ClockOffset, Cpu, CpuFeature, CpuMode, Devices, Disk,
+    DiskCache, DiskType, DomainDef, DomainType, FeaturePolicy, Features, Interface,
+    InterfaceTarget, InterfaceType, IoTune, LifecycleAction, LiveInfo, Loader, LoaderType, MacAddr,
+    MemBalloon, Os, Rng, Uuid, Vsock, VsockCid,
 };
 use proptest::collection::{btree_set, vec};
 use proptest::option;
@@ -160,6 +160,7 @@ fn disks() -> impl Strategy<Value = Vec<Disk>> {
                 ]),
                 any::<bool>(),
                 option::of("[A-Za-z0-9_ .+-]{1,24}"),
+                iotune(),
             ),
             count,
         )
@@ -167,16 +168,34 @@ fn disks() -> impl Strategy<Value = Vec<Disk>> {
             parts
                 .into_iter()
                 .zip(names.clone())
-                .map(|((kind, source, cache, readonly, serial), target)| Disk {
-                    kind,
-                    source,
-                    target,
-                    cache,
-                    readonly,
-                    serial,
-                })
+                .map(
+                    |((kind, source, cache, readonly, serial, iotune), target)| Disk {
+                        kind,
+                        source,
+                        target,
+                        cache,
+                        readonly,
+                        serial,
+                        iotune,
+                    },
+                )
                 .collect()
         })
+    })
+}
+
+/// Limits as a normalized definition holds them: no zero ("no limit" in libvirt).
+fn iotune() -> impl Strategy<Value = IoTune> {
+    (option::of(1..=u64::MAX), option::of(1..=u64::MAX)).prop_map(|(bytes, iops)| IoTune {
+        total_bytes_sec: bytes,
+        total_iops_sec: iops,
+    })
+}
+
+fn bandwidth() -> impl Strategy<Value = Bandwidth> {
+    (option::of(1..=u32::MAX), option::of(1..=u32::MAX)).prop_map(|(inbound, outbound)| Bandwidth {
+        inbound_kib: inbound,
+        outbound_kib: outbound,
     })
 }
 
@@ -187,13 +206,14 @@ fn interfaces() -> impl Strategy<Value = Vec<Interface>> {
             any::<bool>(),
             option::of(any::<bool>()),
             any::<[u8; 3]>(),
+            bandwidth(),
         ),
         0..3,
     )
     .prop_map(|nics| {
         nics.into_iter()
             .enumerate()
-            .map(|(i, (bridge, named, managed, tail))| {
+            .map(|(i, (bridge, named, managed, tail, bandwidth))| {
                 let ethernet = bridge.is_none();
                 Interface {
                     kind: match bridge {
@@ -205,6 +225,7 @@ fn interfaces() -> impl Strategy<Value = Vec<Interface>> {
                         dev: format!("tap{i}"),
                         managed: if ethernet { managed } else { None },
                     }),
+                    bandwidth,
                 }
             })
             .collect()
