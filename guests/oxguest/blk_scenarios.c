@@ -54,7 +54,7 @@ static void print_info(const struct blk *b, const struct pci_device *pci)
 /* Finds and opens the device and prints its line; NULL after printing the FAIL line. */
 struct blk *blk_scenario_open(const char *name, unsigned pci_flags)
 {
-	const struct pci_device *pci = blk_find(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_BLOCK);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-blk device");
 		return NULL;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "console.h"
+#include "idt.h"
 #include "io.h"
 #include "layout.h"
 #include "power.h"
@@ -16,8 +17,6 @@
 #define VECTOR_UD 6
 #define UD2_LEN 2
 #define MAPPED_LIMIT 0x100000000ULL
-/* 64-bit interrupt gate, present, DPL 0: only the CPU (exceptions) enters through it. */
-#define GATE_INTERRUPT64 0x8E
 /* Available 64-bit TSS, present, DPL 0 (SDM vol. 3, 8.2.3). */
 #define TSS_AVAILABLE64 0x89
 
@@ -32,16 +31,6 @@ struct __attribute__((packed)) tss64 {
 	uint16_t iomap_base;
 };
 
-struct __attribute__((packed)) idt_gate {
-	uint16_t offset_low;
-	uint16_t selector;
-	uint8_t ist;
-	uint8_t type_attr;
-	uint16_t offset_mid;
-	uint32_t offset_high;
-	uint32_t reserved;
-};
-
 /* The stack exception_common (usermode.S) builds, lowest address first. */
 struct trap_frame {
 	uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
@@ -53,11 +42,6 @@ struct trap_frame {
 /* What usermode_run saves and usermode_return restores (offsets fixed in usermode.S). */
 struct kernel_context {
 	uint64_t rbx, rbp, r12, r13, r14, r15, rsp;
-};
-
-struct __attribute__((packed)) descriptor_table_register {
-	uint16_t limit;
-	uint64_t base;
 };
 
 /* boot.S and usermode.S */
@@ -179,16 +163,8 @@ static void load_tss(void)
 static void load_idt(void)
 {
 	for (int v = 0; v < EXCEPTION_VECTORS; v++) {
-		uint64_t handler = (uintptr_t)(exception_stubs + v * EXCEPTION_STUB_SIZE);
-		idt[v] = (struct idt_gate){
-			.offset_low = (uint16_t)handler,
-			.selector = GDT_CODE64,
-			.ist = 0,
-			.type_attr = GATE_INTERRUPT64,
-			.offset_mid = (uint16_t)(handler >> 16),
-			.offset_high = (uint32_t)(handler >> 32),
-			.reserved = 0,
-		};
+		/* DPL 0: only the CPU (exceptions) enters through these gates. */
+		idt[v] = idt_interrupt_gate((uintptr_t)(exception_stubs + v * EXCEPTION_STUB_SIZE));
 	}
 	struct descriptor_table_register idtr = {sizeof(idt) - 1, (uintptr_t)idt};
 	__asm__ volatile("lidt %0" : : "m"(idtr) : "memory");

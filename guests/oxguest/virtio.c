@@ -87,6 +87,16 @@ bool virtio_pci_matches(const struct pci_device *pci, uint16_t virtio_id)
 	       pci_read16(pci->bdf, PCI_SUBSYSTEM_ID) == virtio_id;
 }
 
+const struct pci_device *virtio_find(unsigned pci_flags, uint16_t virtio_id)
+{
+	const struct pci_topology *topo = pci_scan(pci_flags);
+	for (uint32_t i = 0; i < topo->count; i++) {
+		if (virtio_pci_matches(&topo->devices[i], virtio_id))
+			return &topo->devices[i];
+	}
+	return NULL;
+}
+
 /* The MMIO range a capability points at, checked against its BAR. */
 static bool cap_region(struct virtio_dev *dev, uint8_t cap, uintptr_t *addr, uint32_t *len)
 {

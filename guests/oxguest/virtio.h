@@ -144,6 +144,8 @@ enum virtq_poll {
 
 /* True for 1af4:(0x1040 + id) and transitional 1af4 devices (their modern interface is used). */
 bool virtio_pci_matches(const struct pci_device *pci, uint16_t virtio_id);
+/* The first device pci_scan(pci_flags) finds that virtio_pci_matches virtio_id, or NULL. */
+const struct pci_device *virtio_find(unsigned pci_flags, uint16_t virtio_id);
 
 bool virtio_open(struct virtio_dev *dev, const struct pci_device *pci);
 /*

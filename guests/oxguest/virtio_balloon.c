@@ -103,16 +103,6 @@ static bool option_value(struct balloon_run *r, const char *cmdline, const char 
 	return false;
 }
 
-static const struct pci_device *find_balloon(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_BALLOON))
-			return &topo->devices[i];
-	}
-	return NULL;
-}
-
 static void fill_stats(struct balloon_run *r)
 {
 	uint64_t given = (uint64_t)r->inflated << PAGE_SHIFT;
@@ -354,7 +344,7 @@ void run_balloon(const char *name, const struct boot_info *info, unsigned pci_fl
 	char details[48];
 	memset(r, 0, sizeof(*r));
 	r->usable = e820_usable_bytes(info);
-	const struct pci_device *pci = find_balloon(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_BALLOON);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-balloon device");
 		return;

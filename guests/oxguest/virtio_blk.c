@@ -39,16 +39,6 @@ __attribute__((format(printf, 2, 3))) static bool set_error(struct blk *b, const
 	return false;
 }
 
-const struct pci_device *blk_find(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_BLOCK))
-			return &topo->devices[i];
-	}
-	return NULL;
-}
-
 static bool read_u32(struct blk *b, uint32_t offset, uint32_t *out)
 {
 	uint64_t value;

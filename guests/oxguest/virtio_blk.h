@@ -3,7 +3,7 @@
  * (queue 0), requests as descriptor chains "header (device reads) | data segments | status
  * byte (device writes)", several in flight at once.
  *
- * blk_find, blk_open and blk_close run at CPL0 (config space, PM timer). Everything else is
+ * blk_open and blk_close run at CPL0 (config space, PM timer). Everything else is
  * MMIO and memory only, so CPL3 code may call it (usermode_call): waits use the TSC deadline
  * that blk_open calibrated, and errors are left as text in blk->error, never printed.
  *
@@ -97,9 +97,6 @@ struct blk {
 	struct blk_slot slots[BLK_SLOTS];
 	char error[BLK_ERROR_MAX];
 };
-
-/* The first virtio-blk function (1af4:1042, or transitional 1af4:1001) of the scan. CPL0. */
-const struct pci_device *blk_find(unsigned pci_flags);
 
 /* Opens the device, negotiates, reads its configuration, sets up queue 0, DRIVER_OK. CPL0. */
 bool blk_open(struct blk *b, const struct pci_device *pci, struct virtq_mem *ring);

@@ -34,16 +34,6 @@ static uint8_t rx_bytes[CONSOLE_RX_BUFFERS][CONSOLE_RX_BUFFER_BYTES] __attribute
 static char tx_bytes[TX_MAX] __attribute__((aligned(64)));
 static struct console_run run;
 
-static const struct pci_device *find_console(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_CONSOLE))
-			return &topo->devices[i];
-	}
-	return NULL;
-}
-
 static bool fail_with_device_error(struct console_run *r)
 {
 	ksnprintf(r->why, sizeof(r->why), "%s", r->dev.error);
@@ -169,7 +159,7 @@ static bool receive_line(struct console_run *r)
 static bool open_console(struct console_run *r, const char *name, unsigned pci_flags)
 {
 	memset(r, 0, sizeof(*r));
-	const struct pci_device *pci = find_console(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_CONSOLE);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-console device");
 		return false;

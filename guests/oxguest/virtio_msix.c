@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "console.h"
+#include "idt.h"
 #include "io.h"
 #include "layout.h"
 #include "pci.h"
@@ -42,28 +43,12 @@
 #define SVR_ENABLE 0x100
 #define SVR_SPURIOUS_VECTOR 0xFF
 #define MSI_ADDRESS_BASE 0xFEE00000u
-#define GATE_INTERRUPT64 0x8E
 
 #define REQUEST_TIMEOUT_US 2000000u
 /* How long a message may take to arrive after the request that caused it completed. */
 #define ARRIVAL_TIMEOUT_US 500000u
 #define REQUEST_BYTES 16
 #define WHY_MAX 160
-
-struct __attribute__((packed)) msix_gate {
-	uint16_t offset_low;
-	uint16_t selector;
-	uint8_t ist;
-	uint8_t type_attr;
-	uint16_t offset_mid;
-	uint32_t offset_high;
-	uint32_t reserved;
-};
-
-struct __attribute__((packed)) msix_idtr {
-	uint16_t limit;
-	uint64_t base;
-};
 
 struct msix_run {
 	struct virtio_dev dev;
@@ -80,7 +65,7 @@ static struct virtq_mem msix_ring;
 static uint8_t msix_bytes[REQUEST_BYTES] __attribute__((aligned(64)));
 static struct msix_run run;
 /* Only entry MSIX_TEST_VECTOR is present: anything else arriving in the window faults. */
-static struct msix_gate msix_idt[MSIX_TEST_VECTOR + 1] __attribute__((aligned(16)));
+static struct idt_gate msix_idt[MSIX_TEST_VECTOR + 1] __attribute__((aligned(16)));
 
 /* Written by msix_isr. */
 volatile uint32_t oxguest_msix_hits;
@@ -102,16 +87,6 @@ static bool fail(struct msix_run *r, const char *why)
 {
 	ksnprintf(r->why, sizeof(r->why), "%s", why);
 	return false;
-}
-
-static const struct pci_device *find_rng(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_RNG))
-			return &topo->devices[i];
-	}
-	return NULL;
 }
 
 /* The address of register reg (table or PBA) of the MSI-X capability, 0 if unusable. */
@@ -244,16 +219,9 @@ static bool wait_for(const struct msix_run *r, bool in_irr)
 /* Takes the pending interrupt through the one-entry IDT (sti; hlt; cli). */
 static void accept_interrupt(void)
 {
-	uint64_t handler = (uintptr_t)oxguest_msix_isr;
-	msix_idt[MSIX_TEST_VECTOR] = (struct msix_gate){
-		.offset_low = (uint16_t)handler,
-		.selector = GDT_CODE64,
-		.type_attr = GATE_INTERRUPT64,
-		.offset_mid = (uint16_t)(handler >> 16),
-		.offset_high = (uint32_t)(handler >> 32),
-	};
-	struct msix_idtr saved;
-	struct msix_idtr ours = {sizeof(msix_idt) - 1, (uintptr_t)msix_idt};
+	msix_idt[MSIX_TEST_VECTOR] = idt_interrupt_gate((uintptr_t)oxguest_msix_isr);
+	struct descriptor_table_register saved;
+	struct descriptor_table_register ours = {sizeof(msix_idt) - 1, (uintptr_t)msix_idt};
 	__asm__ volatile("sidt %0" : "=m"(saved));
 	/* hlt returns once the handler ran: the vector is already in the IRR. */
 	__asm__ volatile("lidt %0\n\tsti\n\thlt\n\tcli\n\tlidt %1"
@@ -296,7 +264,7 @@ void run_virtio_msix(const char *name, unsigned pci_flags)
 	char details[48];
 	memset(r, 0, sizeof(*r));
 	oxguest_msix_hits = 0;
-	const struct pci_device *pci = find_rng(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_RNG);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-rng device");
 		return;

@@ -61,16 +61,6 @@ static bool set_why(struct net_run *r, const char *text)
 	return false;
 }
 
-static const struct pci_device *find_net(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_NET))
-			return &topo->devices[i];
-	}
-	return NULL;
-}
-
 static bool read_mac(struct net_run *r)
 {
 	r->has_mac = (r->dev.features & VIRTIO_NET_F_MAC) != 0;
@@ -90,7 +80,7 @@ static bool read_mac(struct net_run *r)
 static bool open_net(struct net_run *r, const char *name, unsigned pci_flags)
 {
 	memset(r, 0, sizeof(*r));
-	const struct pci_device *pci = find_net(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_NET);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-net device");
 		return false;

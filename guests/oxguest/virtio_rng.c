@@ -33,16 +33,6 @@ static struct virtq_mem rng_ring;
 static uint8_t rng_bytes[RNG_REQUESTS][RNG_REQUEST_BYTES] __attribute__((aligned(64)));
 static struct rng_run run;
 
-static const struct pci_device *find_rng(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_RNG))
-			return &topo->devices[i];
-	}
-	return NULL;
-}
-
 static bool setup(struct rng_run *r, const struct pci_device *pci)
 {
 	bool ok = virtio_open(&r->dev, pci) && virtio_negotiate(&r->dev, 0) &&
@@ -172,7 +162,7 @@ void run_virtio_rng(const char *name, unsigned pci_flags)
 	memset(rng_bytes, 0, sizeof(rng_bytes));
 	for (int i = 0; i < RNG_REQUESTS; i++)
 		r->in_flight[i] = NONE_IN_FLIGHT;
-	const struct pci_device *pci = find_rng(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_RNG);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-rng device");
 		return;

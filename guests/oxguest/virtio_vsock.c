@@ -120,16 +120,6 @@ static bool fail(struct vsock *v, const char *why)
 	return false;
 }
 
-static const struct pci_device *find_vsock(unsigned pci_flags)
-{
-	const struct pci_topology *topo = pci_scan(pci_flags);
-	for (uint32_t i = 0; i < topo->count; i++) {
-		if (virtio_pci_matches(&topo->devices[i], VIRTIO_ID_VSOCK))
-			return &topo->devices[i];
-	}
-	return NULL;
-}
-
 static bool post_rx(struct vsock *v, int buf)
 {
 	struct virtq_buf b = {rx_bufs[buf], BUF_LEN, true};
@@ -488,7 +478,7 @@ static bool start(struct vsock *v, const char *name, const char *cmdline, unsign
 	}
 	v->listen_first = (uint32_t)port;
 	v->listen_count = (uint32_t)ports;
-	const struct pci_device *pci = find_vsock(pci_flags);
+	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_VSOCK);
 	if (pci == NULL) {
 		scenario_fail(name, "no virtio-vsock device");
 		return false;

@@ -541,6 +541,19 @@ mod tests {
         })
     }
 
+    /// The integer value (decimal, or hex with `0x`; any `ULL` suffix dropped) of
+    /// `#define <name> <value>` in a C header; panics naming the define when it is missing or
+    /// not a number.
+    pub(super) fn c_define_u64(source: &str, name: &str) -> u64 {
+        let value = c_define(source, name).unwrap_or_else(|| panic!("{name} defined"));
+        let value = value.trim_end_matches("ULL");
+        match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => value.parse(),
+        }
+        .unwrap_or_else(|e| panic!("{name} = {value}: {e}"))
+    }
+
     #[test]
     fn scenario_list_matches_the_guest_table() {
         let table = c_scenario_table(include_str!("../oxguest/scenarios.c"));

@@ -399,18 +399,12 @@ pub fn parse_blk_mixed_line(line: &str) -> Option<BlkMixedLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::tests::c_define;
+    use crate::protocol::tests::c_define_u64;
 
     const HEADER: &str = include_str!("../../oxguest/blk_scenarios.h");
 
     fn header_u64(name: &str) -> u64 {
-        let value = c_define(HEADER, name).unwrap_or_else(|| panic!("{name} defined"));
-        let value = value.trim_end_matches("ULL");
-        match value.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => value.parse(),
-        }
-        .unwrap_or_else(|e| panic!("{name} = {value}: {e}"))
+        c_define_u64(HEADER, name)
     }
 
     fn header_range(first: &str, count: &str) -> Range<u64> {
