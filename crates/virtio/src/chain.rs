@@ -10,7 +10,7 @@ use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, GuestMemory};
+use vm_memory::{Address, Bytes, GuestMemory, GuestMemoryError};
 
 /// Why a descriptor chain was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,6 +111,30 @@ where
         }),
         None => Ok(descriptors),
     }
+}
+
+/// Copies the bytes of `buffers`, in order, into `out` (as long as their total): how a
+/// device reads what the driver sent in a checked chain. An error when guest memory refuses a
+/// buffer or `out` is too short; `out` may then be partly filled.
+pub(crate) fn gather<M: GuestMemory>(
+    mem: &M,
+    buffers: &[Descriptor],
+    out: &mut [u8],
+) -> Result<(), GuestMemoryError> {
+    let expected = out.len();
+    let mut at = 0usize;
+    for buffer in buffers {
+        let piece = at
+            .checked_add(buffer.len() as usize)
+            .and_then(|end| out.get_mut(at..end))
+            .ok_or(GuestMemoryError::PartialBuffer {
+                expected,
+                completed: at,
+            })?;
+        mem.read_slice(piece, buffer.addr())?;
+        at += piece.len();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -225,5 +249,33 @@ mod tests {
         write_desc(&vq, 0, 0x30000, 0x18, INDIRECT, 0);
 
         assert!(matches!(check(&mem, &vq), Err(ChainError::Empty { .. })));
+    }
+
+    #[test]
+    fn gather_copies_the_buffers_in_order_and_refuses_a_short_output() {
+        let mem = guest_memory();
+        mem.write_slice(b"abc", vm_memory::GuestAddress(0x1000))
+            .unwrap();
+        mem.write_slice(b"de", vm_memory::GuestAddress(0x3000))
+            .unwrap();
+        let buffers = [
+            Descriptor::new(0x1000, 3, 0, 0),
+            Descriptor::new(0x3000, 2, 0, 0),
+        ];
+        let mut out = [0u8; 5];
+        let mut short = [0u8; 4];
+
+        let whole = gather(&mem, &buffers, &mut out);
+        let cut = gather(&mem, &buffers, &mut short);
+
+        assert!(whole.is_ok());
+        assert_eq!(&out, b"abcde");
+        assert!(matches!(
+            cut,
+            Err(GuestMemoryError::PartialBuffer {
+                expected: 4,
+                completed: 3
+            })
+        ));
     }
 }

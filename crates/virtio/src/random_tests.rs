@@ -92,24 +92,8 @@ fn random_descriptor(rng: &mut XorShift, next_bound: u64) -> Descriptor {
 
 /// Every device-writable range any table (main or indirect) names, clipped to memory.
 fn writable_ranges(mem: &VirtioMemory, main_table: u64, size: u16) -> Vec<(u64, u64)> {
-    let mut ranges = Vec::new();
-    let tables = [(main_table, u64::from(size))]
-        .into_iter()
-        .chain(std::iter::once((
-            TABLE_AREA.start,
-            (TABLE_AREA.end - TABLE_AREA.start) / 16,
-        )));
-    for (base, count) in tables {
-        for i in 0..count {
-            let raw: RawDescriptor = mem.read_obj(GuestAddress(base + 16 * i)).unwrap();
-            let desc = Descriptor::from(raw);
-            if desc.is_write_only() && !desc.refers_to_indirect_table() {
-                let start = desc.addr().0;
-                ranges.push((start, start.saturating_add(u64::from(desc.len()))));
-            }
-        }
-    }
-    ranges
+    let indirect = (TABLE_AREA.start, (TABLE_AREA.end - TABLE_AREA.start) / 16);
+    crate::test_utils::writable_buffers(mem, &[(main_table, u64::from(size)), indirect])
 }
 
 fn run_rng_case(rng: &mut XorShift) {

@@ -277,3 +277,21 @@ pub fn changed_addresses(before: &[Vec<u8>], after: &[Vec<u8>]) -> Vec<u64> {
     }
     changed
 }
+
+/// Every device-writable buffer the descriptor tables in `tables` (address, entries) name,
+/// as (start, end), for checking that a device wrote nowhere else. Descriptors pointing at
+/// an indirect table are left out: the device only reads those.
+pub fn writable_buffers(mem: &VirtioMemory, tables: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    for &(base, count) in tables {
+        for i in 0..count {
+            let raw: RawDescriptor = mem.read_obj(GuestAddress(base + 16 * i)).unwrap();
+            let desc = Descriptor::from(raw);
+            if desc.is_write_only() && !desc.refers_to_indirect_table() {
+                let start = desc.addr().0;
+                ranges.push((start, start.saturating_add(u64::from(desc.len()))));
+            }
+        }
+    }
+    ranges
+}

@@ -554,16 +554,11 @@ impl Block {
         offset: u64,
         len: u64,
     ) -> Result<(), ExecuteError> {
-        let mut cursor = Cursor::new(buffers);
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            let chunk = &mut self.scratch.as_mut_slice()[..n];
-            self.disk.read_at(offset + done, chunk)?;
+        self.bounce(buffers, offset, len, |disk, at, chunk, cursor| {
+            disk.read_at(at, chunk)?;
             cursor.write(mem, chunk)?;
-            done += n as u64;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Guest → disk through the bounce buffer, a chunk at a time.
@@ -574,13 +569,35 @@ impl Block {
         offset: u64,
         len: u64,
     ) -> Result<(), ExecuteError> {
+        self.bounce(buffers, offset, len, |disk, at, chunk, cursor| {
+            cursor.read(mem, chunk)?;
+            disk.write_at(at, chunk)?;
+            Ok(())
+        })
+    }
+
+    /// Walks `len` bytes at disk `offset` and in `buffers` a bounce-buffer chunk at a time;
+    /// `copy` moves one chunk (at its disk offset) between the disk, the bounce buffer and
+    /// the guest's buffers.
+    fn bounce(
+        &mut self,
+        buffers: &[request::Segment],
+        offset: u64,
+        len: u64,
+        mut copy: impl FnMut(
+            &mut dyn DiskBackend,
+            u64,
+            &mut [u8],
+            &mut Cursor<'_>,
+        ) -> Result<(), ExecuteError>,
+    ) -> Result<(), ExecuteError> {
         let mut cursor = Cursor::new(buffers);
         let mut done = 0;
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             let chunk = &mut self.scratch.as_mut_slice()[..n];
-            cursor.read(mem, chunk)?;
-            self.disk.write_at(offset + done, chunk)?;
+            // Inside the disk (checked with the request): no overflow.
+            copy(&mut *self.disk, offset + done, chunk, &mut cursor)?;
             done += n as u64;
         }
         Ok(())

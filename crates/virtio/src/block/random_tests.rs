@@ -339,18 +339,10 @@ fn writable_ranges(mem: &VirtioMemory, main_table: u64, size: u16) -> Vec<Range<
         (main_table, u64::from(size)),
         (TABLE_AREA.start, (TABLE_AREA.end - TABLE_AREA.start) / 16),
     ];
-    let mut ranges = Vec::new();
-    for (base, count) in tables {
-        for i in 0..count {
-            let raw: RawDescriptor = mem.read_obj(GuestAddress(base + 16 * i)).unwrap();
-            let desc = Descriptor::from(raw);
-            if desc.is_write_only() && !desc.refers_to_indirect_table() {
-                let start = desc.addr().0;
-                ranges.push(start..start.saturating_add(u64::from(desc.len())));
-            }
-        }
-    }
-    ranges
+    crate::test_utils::writable_buffers(mem, &tables)
+        .into_iter()
+        .map(|(start, end)| start..end)
+        .collect()
 }
 
 /// Guest memory with filled data areas and random headers, and a random queue on it.

@@ -23,7 +23,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
 use vm_memory::Bytes;
 
 use crate::active_queues::{ActiveQueues, queue_error};
-use crate::chain::{collect_chain, writable_chain};
+use crate::chain::{collect_chain, gather, writable_chain};
 use crate::{
     ActivateError, DeviceError, DeviceStateError, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
     VirtioMemory, device_type, features,
@@ -189,16 +189,8 @@ impl Console {
             return;
         }
         let mut data = vec![0u8; total];
-        let mut at = 0;
-        for buffer in buffers {
-            let len = buffer.len() as usize;
-            if mem
-                .read_slice(&mut data[at..at + len], buffer.addr())
-                .is_err()
-            {
-                return;
-            }
-            at += len;
+        if gather(mem, buffers, &mut data).is_err() {
+            return;
         }
         if let Err(e) = self
             .output

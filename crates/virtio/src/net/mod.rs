@@ -53,7 +53,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
 use vm_memory::Bytes;
 
 use crate::active_queues::{ActiveQueues, queue_error};
-use crate::chain::{ChainError, collect_chain, writable_chain};
+use crate::chain::{ChainError, collect_chain, gather, writable_chain};
 use crate::device::read_config_bytes;
 use crate::{
     ActivateError, DeviceError, DeviceStateError, ExternalQueues, VirtioDevice, VirtioDeviceState,
@@ -612,17 +612,9 @@ impl Net {
     fn send(&mut self, mem: &VirtioMemory, buffers: &[Descriptor], total: usize) {
         self.tx_frame.clear();
         self.tx_frame.resize(total, 0);
-        let mut at = 0;
-        for buffer in buffers {
-            let len = buffer.len() as usize;
-            if mem
-                .read_slice(&mut self.tx_frame[at..at + len], buffer.addr())
-                .is_err()
-            {
-                count(&self.options.counters.tx_dropped, 1);
-                return;
-            }
-            at += len;
+        if gather(mem, buffers, &mut self.tx_frame).is_err() {
+            count(&self.options.counters.tx_dropped, 1);
+            return;
         }
         match self.backend.write_frame(&self.tx_frame) {
             Ok(_) => {

@@ -8,6 +8,8 @@
 //! [`MAX_PAYLOAD`] or than the chain are refused; an rx chain with a readable buffer or room
 //! for less than a header is returned unused.
 
+use std::ops::Range;
+
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, Bytes, GuestAddress};
 
@@ -188,56 +190,49 @@ impl Segments {
 
     /// Copies bytes from offset `skip` of the buffers into `out` (fully, or an error).
     fn read_at(&self, mem: &VirtioMemory, skip: u64, out: &mut [u8]) -> Result<(), PacketError> {
-        let mut skip = skip;
-        let mut done = 0;
-        for &(addr, len) in &self.list {
-            if done == out.len() {
-                break;
-            }
-            let len = u64::from(len);
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let n = ((len - skip) as usize).min(out.len() - done);
-            let at = addr
-                .checked_add(skip)
-                .ok_or(PacketError::Memory { addr: addr.0 })?;
-            mem.read_slice(&mut out[done..done + n], at)
-                .map_err(|_| PacketError::Memory { addr: at.0 })?;
-            done += n;
-            skip = 0;
-        }
-        if done == out.len() {
-            Ok(())
-        } else {
-            Err(PacketError::Short { len: self.total() })
-        }
+        self.walk(skip, out.len(), |at, range| {
+            mem.read_slice(&mut out[range], at)
+                .map_err(|_| PacketError::Memory { addr: at.0 })
+        })
     }
 
     /// Copies `data` to offset `skip` of the buffers (fully, or an error).
     fn write_at(&self, mem: &VirtioMemory, skip: u64, data: &[u8]) -> Result<(), PacketError> {
+        self.walk(skip, data.len(), |at, range| {
+            mem.write_slice(&data[range], at)
+                .map_err(|_| PacketError::Memory { addr: at.0 })
+        })
+    }
+
+    /// Walks `len` bytes from offset `skip` of the buffers piece by piece: `copy` gets each
+    /// piece's guest address and its range in the caller's `len` bytes. An error if the
+    /// buffers end first.
+    fn walk(
+        &self,
+        skip: u64,
+        len: usize,
+        mut copy: impl FnMut(GuestAddress, Range<usize>) -> Result<(), PacketError>,
+    ) -> Result<(), PacketError> {
         let mut skip = skip;
         let mut done = 0;
-        for &(addr, len) in &self.list {
-            if done == data.len() {
+        for &(addr, segment_len) in &self.list {
+            if done == len {
                 break;
             }
-            let len = u64::from(len);
-            if skip >= len {
-                skip -= len;
+            let segment_len = u64::from(segment_len);
+            if skip >= segment_len {
+                skip -= segment_len;
                 continue;
             }
-            let n = ((len - skip) as usize).min(data.len() - done);
+            let n = ((segment_len - skip) as usize).min(len - done);
             let at = addr
                 .checked_add(skip)
                 .ok_or(PacketError::Memory { addr: addr.0 })?;
-            mem.write_slice(&data[done..done + n], at)
-                .map_err(|_| PacketError::Memory { addr: at.0 })?;
+            copy(at, done..done + n)?;
             done += n;
             skip = 0;
         }
-        if done == data.len() {
+        if done == len {
             Ok(())
         } else {
             Err(PacketError::Short { len: self.total() })

@@ -134,18 +134,7 @@ fn random_queue<'m>(rng: &mut XorShift, mem: &'m VirtioMemory, index: usize) -> 
 fn writable_ranges(mem: &VirtioMemory, queues: &[DriverQueue<'_>]) -> Vec<(u64, u64)> {
     let mut tables: Vec<(u64, u64)> = queues.iter().map(|q| (q.desc, u64::from(q.size))).collect();
     tables.push((TABLE_AREA.start, (TABLE_AREA.end - TABLE_AREA.start) / 16));
-    let mut ranges = Vec::new();
-    for (base, count) in tables {
-        for i in 0..count {
-            let raw: RawDescriptor = mem.read_obj(GuestAddress(base + 16 * i)).unwrap();
-            let desc = Descriptor::from(raw);
-            if desc.is_write_only() && !desc.refers_to_indirect_table() {
-                let start = desc.addr().0;
-                ranges.push((start, start.saturating_add(u64::from(desc.len()))));
-            }
-        }
-    }
-    ranges
+    crate::test_utils::writable_buffers(mem, &tables)
 }
 
 fn run_case(rng: &mut XorShift) {

@@ -888,19 +888,35 @@ impl<'m> ExternalRings<'m> {
     }
 }
 
-#[test]
-fn external_queues_get_host_connections_without_a_kick_and_carry_bytes() {
-    let mem = guest_memory();
+/// A device driven through [`ExternalRings`] (rx ready or not) after a host program asked
+/// for guest port 52 and the device handled that event; the program is still connected.
+fn host_connects_through_external_queues(
+    mem: &VirtioMemory,
+    rx_ready: bool,
+) -> (
+    FakeHost,
+    Vsock,
+    ExternalRings<'_>,
+    RecordingInterrupt,
+    UnixStream,
+) {
     let (host, backend) = FakeHost::new();
     let mut device = Vsock::new(GUEST_CID, Box::new(backend)).unwrap();
-    let mut rings = ExternalRings::new(&mem, true);
+    let mut rings = ExternalRings::new(mem, rx_ready);
     let interrupt = RecordingInterrupt::default();
     let mut program = host.connect();
     program.write_all(b"CONNECT 52\n").unwrap();
-
     device
-        .process_external_event(&mem, &mut rings.refs(), &interrupt)
+        .process_external_event(mem, &mut rings.refs(), &interrupt)
         .unwrap();
+    (host, device, rings, interrupt, program)
+}
+
+#[test]
+fn external_queues_get_host_connections_without_a_kick_and_carry_bytes() {
+    let mem = guest_memory();
+    let (_host, mut device, mut rings, interrupt, mut program) =
+        host_connects_through_external_queues(&mem, true);
     let request = rings.rx_header(&mem, 0);
     let response = from_guest(Op::Response, 52, request.src_port);
     mem.write_slice(&response.to_bytes(), GuestAddress(TX_BUFFERS))
@@ -923,16 +939,8 @@ fn external_queues_get_host_connections_without_a_kick_and_carry_bytes() {
 #[test]
 fn external_queues_that_are_not_ready_are_left_alone_until_they_are() {
     let mem = guest_memory();
-    let (host, backend) = FakeHost::new();
-    let mut device = Vsock::new(GUEST_CID, Box::new(backend)).unwrap();
-    let mut rings = ExternalRings::new(&mem, false);
-    let interrupt = RecordingInterrupt::default();
-    let mut program = host.connect();
-    program.write_all(b"CONNECT 52\n").unwrap();
-
-    device
-        .process_external_event(&mem, &mut rings.refs(), &interrupt)
-        .unwrap();
+    let (_host, mut device, mut rings, interrupt, _program) =
+        host_connects_through_external_queues(&mem, false);
     let before = rings.rx.used_idx();
     device
         .process_external_queue(EVENT_QUEUE, &mem, &mut rings.refs(), &interrupt)
