@@ -4,7 +4,8 @@
 //! The document is read into a tree first, not walked as events, so that every error can name the
 //! path of the element or attribute in question, and so that an element's unknown attributes and
 //! children can be refused before its known ones are interpreted. Limits on size and depth keep a
-//! hostile document from costing more than a few megabytes or a deep recursion.
+//! hostile document from a deep recursion and bound its tree to some tens of megabytes (1 MiB of
+//! empty elements is ~260,000 elements); the daemon reads one document per call.
 
 use quick_xml::Reader;
 use quick_xml::XmlVersion;

@@ -210,6 +210,18 @@ impl Message {
         })
     }
 
+    /// [`Message::decode`] for a body already owned: the payload reuses its buffer, so a
+    /// 16 MiB frame is not held twice.
+    fn decode_owned(mut body: Vec<u8>) -> Result<Self, MessageError> {
+        let header = Header::decode(&mut Decoder::new(&body))?;
+        // A decoded header means `body` holds at least its HEADER_LEN bytes.
+        body.drain(..HEADER_LEN);
+        Ok(Self {
+            header,
+            payload: body,
+        })
+    }
+
     /// Decodes the payload as `T`, which must use all of it.
     pub fn payload_as<T: XdrDecode>(&self) -> Result<T, XdrError> {
         crate::xdr::from_bytes(&self.payload)
@@ -298,7 +310,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
             MessageError::Io(e)
         }
     })?;
-    Message::decode(&body).map(Some)
+    Message::decode_owned(body).map(Some)
 }
 
 #[cfg(test)]

@@ -336,17 +336,10 @@ impl XdrDecode for RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xdr::{from_bytes, to_bytes};
+    use crate::xdr::{from_bytes, to_bytes, unhex};
 
     /// The error libvirtd 9.0's test driver sent for `virsh domblkstat test vda` (captured).
     const CAPTURED: &str = "00000003000000140000000100000051746869732066756e6374696f6e206973206e6f7420737570706f727465642062792074686520636f6e6e656374696f6e206472697665723a20766972446f6d61696e426c6f636b5374617473466c6167730000000000000200000000000000010000003b746869732066756e6374696f6e206973206e6f7420737570706f727465642062792074686520636f6e6e656374696f6e206472697665723a202573000000000100000018766972446f6d61696e426c6f636b5374617473466c61677300000000ffffffffffffffff00000000";
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     #[test]
     fn decodes_an_error_captured_from_libvirtd() {

@@ -123,6 +123,10 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            // from_str_radix alone would take a sign: "%+f" is not an escape.
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -193,6 +197,10 @@ mod tests {
         ));
         assert!(matches!(
             ConnectUri::parse("oxvirt:///system?socket=%zz"),
+            Err(UriError::BadEscape(_))
+        ));
+        assert!(matches!(
+            ConnectUri::parse("oxvirt:///system?socket=%+f"),
             Err(UriError::BadEscape(_))
         ));
         assert!(matches!(

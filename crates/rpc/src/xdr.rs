@@ -578,6 +578,15 @@ macro_rules! xdr_struct {
     };
 }
 
+/// Decodes a hex dump of captured wire bytes, for tests.
+#[cfg(test)]
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 mod support;
 
-use rpc::client::{Client, ClientError};
+use rpc::client::{Client, ClientError, ClientStream};
 use rpc::message::{self, Header, MessageStatus, MessageType};
 use rpc::procedures::{
     ConnectDomainEventCallbackRegisterAnyArgs, ConnectListAllDomainsArgs, DomainArgs,
@@ -22,6 +22,24 @@ async fn open_client(read_only: bool) -> (Client, std::sync::Arc<FakeHypervisor>
     let client = Client::from_stream(serve_duplex(hypervisor.clone(), false));
     client.open("oxvirt:///system", read_only).await.unwrap();
     (client, hypervisor)
+}
+
+/// The arguments that open the fake domain's console.
+fn console_args() -> DomainOpenConsoleArgs {
+    DomainOpenConsoleArgs {
+        dom: fake_domain(),
+        dev_name: None,
+        flags: 0,
+    }
+}
+
+/// Opens the fake domain's console.
+async fn open_console(client: &Client) -> ClientStream {
+    let ((), stream) = client
+        .open_stream::<call::DomainOpenConsole>(&console_args())
+        .await
+        .unwrap();
+    stream
 }
 
 #[tokio::test]
@@ -189,17 +207,9 @@ async fn events_reach_registered_clients() {
 async fn console_stream_carries_data_both_ways() {
     // Arrange
     let (client, _) = open_client(false).await;
-    let args = DomainOpenConsoleArgs {
-        dom: fake_domain(),
-        dev_name: None,
-        flags: 0,
-    };
 
     // Act
-    let ((), mut stream) = client
-        .open_stream::<call::DomainOpenConsole>(&args)
-        .await
-        .unwrap();
+    let mut stream = open_console(&client).await;
     let banner = tokio::time::timeout(WAIT, stream.recv()).await.unwrap();
     stream.send(b"hello").await.unwrap();
     let echo = tokio::time::timeout(WAIT, stream.recv()).await.unwrap();
@@ -219,15 +229,7 @@ async fn console_stream_carries_data_both_ways() {
 async fn server_can_end_a_stream() {
     // Arrange
     let (client, _) = open_client(false).await;
-    let args = DomainOpenConsoleArgs {
-        dom: fake_domain(),
-        dev_name: None,
-        flags: 0,
-    };
-    let ((), mut stream) = client
-        .open_stream::<call::DomainOpenConsole>(&args)
-        .await
-        .unwrap();
+    let mut stream = open_console(&client).await;
     let _banner = stream.recv().await;
 
     // Act: the fake console ends the stream when it reads "bye".
@@ -259,11 +261,7 @@ async fn the_servers_end_of_a_stream_is_an_empty_continue_as_libvirtd_sends() {
     // Arrange: a raw client opens the fake console (serial 1).
     let mut raw = serve_duplex(FakeHypervisor::new(), false);
     let proc_ = rpc::Procedure::DomainOpenConsole.number();
-    let args = DomainOpenConsoleArgs {
-        dom: fake_domain(),
-        dev_name: None,
-        flags: 0,
-    };
+    let args = console_args();
     let call_header = Header::remote(proc_, MessageType::Call, 1, MessageStatus::Ok);
     let open = message::encode_frame_with(&call_header, &args).unwrap();
     raw.write_all(&open).await.unwrap();

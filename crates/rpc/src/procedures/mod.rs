@@ -193,15 +193,8 @@ pub mod event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xdr::{from_bytes, to_bytes};
+    use crate::xdr::{from_bytes, to_bytes, unhex};
     use proptest::prelude::*;
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     const TEST_UUID: [u8; 16] = [
         0x66, 0x95, 0xeb, 0x01, 0xf6, 0xa4, 0x83, 0x04, 0x79, 0xaa, 0x97, 0xf2, 0x50, 0x2e, 0x19,
