@@ -25,7 +25,11 @@ pub fn uuid_string(uuid: &[u8; 16]) -> String {
 /// Parses a UUID written with or without dashes (libvirt's `virUUIDParse` accepts both).
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() != 32 || text.len() != 36 && text.len() != 32 {
+    // `from_str_radix` would take a sign, so "+f" must be refused here.
+    if hex.len() != 32
+        || text.len() != 36 && text.len() != 32
+        || !hex.iter().all(u8::is_ascii_hexdigit)
+    {
         return None;
     }
     let mut uuid = [0u8; 16];

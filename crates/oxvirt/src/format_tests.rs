@@ -48,6 +48,7 @@ fn uuid_round_trips_in_libvirt_spelling() {
     );
     assert_eq!(parse_uuid("test"), None);
     assert_eq!(parse_uuid("6695eb01-f6a4-8304-79aa-97f2502e193g"), None);
+    assert_eq!(parse_uuid("+695eb01-f6a4-8304-79aa-97f2502e193f"), None);
 }
 
 #[test]

@@ -121,14 +121,9 @@ impl FromStr for Uuid {
 }
 
 impl fmt::Display for Uuid {
+    /// libvirt's lower-case 8-4-4-4-12, written by the domain crate's UUID.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, byte) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        fmt::Display::fmt(&domain::Uuid(self.0), f)
     }
 }
 

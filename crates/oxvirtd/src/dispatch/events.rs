@@ -64,7 +64,12 @@ impl EventHub {
         domain: Option<Uuid>,
     ) -> Result<ConnectDomainEventCallbackRegisterAnyRet, RemoteError> {
         check_event_id(event_id)?;
-        let callback_id = self.next_callback.fetch_add(1, Ordering::Relaxed) + 1;
+        // A client can register without end; the counter wraps (as libvirt's int does) rather
+        // than overflow.
+        let callback_id = self
+            .next_callback
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
         self.lock().push(Registration {
             conn: conn.clone(),
             callback_id: Some(callback_id),

@@ -14,10 +14,10 @@ use std::path::Path;
 use domain::DomainDef;
 use oxvirtd::DomainSummary;
 use rpc::procedures::{
-    ConnectGetAllDomainStatsArgs, ConnectGetAllDomainStatsRet, DomainBlockStatsFlagsRet,
-    DomainBlockStatsRet, DomainGetVcpuPinInfoRet, DomainGetVcpusRet, DomainInterfaceStatsRet,
-    DomainMemoryStat, DomainMemoryStatsRet, DomainStatsRecord, TypedParam, TypedParamValue,
-    VcpuInfo, call,
+    CPUMAPS_MAX, ConnectGetAllDomainStatsArgs, ConnectGetAllDomainStatsRet,
+    DomainBlockStatsFlagsRet, DomainBlockStatsRet, DomainGetVcpuPinInfoRet, DomainGetVcpusRet,
+    DomainInterfaceStatsRet, DomainMemoryStat, DomainMemoryStatsRet, DomainStatsRecord, TypedParam,
+    TypedParamValue, VCPUINFO_MAX, VcpuInfo, call,
 };
 use rpc::server::{IncomingCall, Reply};
 use rpc::{Procedure, RemoteError};
@@ -145,6 +145,24 @@ fn affinity_map(tid: i32, maplen: usize, host_cpus: u32) -> Vec<u8> {
         }
     }
     map
+}
+
+/// The number of CPU maps and the bytes of each a client asked for, refused as libvirt's
+/// remote dispatcher refuses them when the reply could not fit the protocol's limits (the
+/// client chooses both, so unchecked they would make the daemon allocate gigabytes). Negative
+/// counts ask for none.
+fn cpumap_request(count: i32, maplen: i32, name: &str) -> Result<(usize, usize), RemoteError> {
+    let count = u32::try_from(count).unwrap_or(0);
+    let maplen = u32::try_from(maplen).unwrap_or(0);
+    if count > VCPUINFO_MAX {
+        return Err(RemoteError::rpc(format!("{name} > REMOTE_VCPUINFO_MAX")));
+    }
+    if u64::from(count) * u64::from(maplen) > u64::from(CPUMAPS_MAX) {
+        return Err(RemoteError::rpc(format!(
+            "{name} * maplen > REMOTE_CPUMAPS_MAX"
+        )));
+    }
+    Ok((count as usize, maplen as usize))
 }
 
 /// A TAP device's counters, seen from the guest: `[rx_bytes, rx_packets, rx_errs, rx_drop,
@@ -354,8 +372,7 @@ impl Daemon {
                 call.handle::<call::DomainGetVcpus, _, _>(|a| async move {
                     let (summary, pid) = self.running_pid(&a.dom, "retrieve vcpu information")?;
                     let def = self.def_of(&summary.name, false)?;
-                    let maxinfo = usize::try_from(a.maxinfo).unwrap_or(0);
-                    let maplen = usize::try_from(a.maplen).unwrap_or(0);
+                    let (maxinfo, maplen) = cpumap_request(a.maxinfo, a.maplen, "maxinfo")?;
                     let threads: Vec<VcpuThread> = (vcpu_threads(pid).into_iter())
                         .filter(|t| t.index < def.vcpus)
                         .take(maxinfo)
@@ -380,8 +397,8 @@ impl Daemon {
                     check_flags(a.flags, 3, "virDomainGetVcpuPinInfo")?;
                     let summary = self.resolve(&a.dom)?;
                     let def = self.def_of(&summary.name, a.flags & 2 != 0)?;
-                    let maplen = usize::try_from(a.maplen).unwrap_or(0);
-                    let count = (def.vcpus as usize).min(usize::try_from(a.ncpumaps).unwrap_or(0));
+                    let (ncpumaps, maplen) = cpumap_request(a.ncpumaps, a.maplen, "ncpumaps")?;
+                    let count = (def.vcpus as usize).min(ncpumaps);
                     let live = (a.flags & 2 == 0)
                         .then(|| self.registry.driver().active(&summary.name))
                         .flatten();
@@ -639,6 +656,23 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpumap_requests_beyond_the_protocol_limits_are_refused() {
+        let huge_maps = cpumap_request(4, i32::MAX, "maxinfo").unwrap_err();
+        let too_many = cpumap_request(i32::MAX, 1, "ncpumaps").unwrap_err();
+        let negative = cpumap_request(-1, -5, "maxinfo").unwrap();
+        let largest = cpumap_request(4_096, 2_048, "maxinfo").unwrap();
+
+        assert_eq!(huge_maps.code, rpc::remote_error::code::RPC);
+        assert_eq!(
+            huge_maps.message_text(),
+            "maxinfo * maplen > REMOTE_CPUMAPS_MAX"
+        );
+        assert_eq!(too_many.message_text(), "ncpumaps > REMOTE_VCPUINFO_MAX");
+        assert_eq!(negative, (0, 0));
+        assert_eq!(largest, (4_096, 2_048));
+    }
 
     #[test]
     fn task_stat_fields_are_read_after_the_command_name() {
