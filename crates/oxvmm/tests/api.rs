@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LiveVmm, require_kvm, temp_dir};
+use common::{LiveVmm, require_kvm, spawn_guest_with_api, temp_dir};
 use guests::protocol::{
     BLK_MIN_SECTORS, BLK_READ_SECTORS, BLK_WRITE_SECTORS, blk_pattern, pattern_bytes,
 };
@@ -27,17 +27,7 @@ fn start_guest(
     extra: &[&str],
 ) -> (LiveVmm, Client, std::path::PathBuf) {
     let socket = dir.join("api.sock");
-    let socket_text = socket.to_str().unwrap().to_string();
-    let mut args = vec![
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        scenarios,
-        "--api-socket",
-        &socket_text,
-    ];
-    args.extend_from_slice(extra);
-    let mut vmm = LiveVmm::spawn(&args);
+    let mut vmm = spawn_guest_with_api(scenarios, &socket, extra);
     vmm.expect_line(|l| l.contains("waiting for the power button"), TIMEOUT);
     let client = Client::wait_for_socket(&socket, TIMEOUT).expect("API socket");
     (vmm, client, dir)

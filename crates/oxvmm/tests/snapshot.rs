@@ -26,18 +26,7 @@ fn next_count(vmm: &mut LiveVmm) -> u64 {
 fn start_counter(dir: &Path, cmdline: &str) -> (LiveVmm, Client) {
     require_kvm();
     let socket = dir.join("api.sock");
-    let socket_text = socket.to_str().unwrap().to_string();
-    let args = [
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        cmdline,
-        "--memory",
-        "128M",
-        "--api-socket",
-        &socket_text,
-    ];
-    let mut vmm = LiveVmm::spawn(&args);
+    let mut vmm = common::spawn_guest_with_api(cmdline, &socket, &["--memory", "128M"]);
     let client = Client::wait_for_socket(&socket, TIMEOUT).expect("API socket");
     next_count(&mut vmm);
     (vmm, client)
@@ -74,17 +63,7 @@ fn snapshot_at_the_prompt_and_restore(
 ) -> common::Run {
     require_kvm();
     let socket = dir.join("api.sock");
-    let socket_text = socket.to_str().unwrap().to_string();
-    let mut args = vec![
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        cmdline,
-        "--api-socket",
-        &socket_text,
-    ];
-    args.extend_from_slice(extra);
-    let mut vmm = LiveVmm::spawn(&args);
+    let mut vmm = common::spawn_guest_with_api(cmdline, &socket, extra);
     vmm.expect_line(|l| l.starts_with(ready), TIMEOUT);
     vmm.expect_line(|l| l.contains("waiting up to 10 s for a line"), TIMEOUT);
     let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
@@ -301,18 +280,9 @@ fn start_blk_snapshot_guest(dir: &Path, extra: &[&str]) -> (LiveVmm, Client) {
     std::fs::write(&disk, &image).unwrap();
     let disk_option = format!("path={}", disk.display());
     let socket = dir.join("api.sock");
-    let mut args = vec![
-        "--kernel",
-        guests::OXGUEST_PATH,
-        "--cmdline",
-        "blk-snapshot",
-        "--disk",
-        &disk_option,
-        "--api-socket",
-        socket.to_str().unwrap(),
-    ];
+    let mut args = vec!["--disk", disk_option.as_str()];
     args.extend_from_slice(extra);
-    let vmm = LiveVmm::spawn(&args);
+    let vmm = common::spawn_guest_with_api("blk-snapshot", &socket, &args);
     let client = Client::wait_for_socket(&socket, TIMEOUT).unwrap();
     (vmm, client)
 }

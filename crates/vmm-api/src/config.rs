@@ -126,6 +126,15 @@ pub struct DiskConfig {
 /// Maximum length of a virtio-blk serial number.
 pub const DISK_SERIAL_MAX: usize = 20;
 
+/// The `key=value` pairs of a comma-separated option list; an item without `=` is an error
+/// naming it.
+fn key_values(text: &str) -> impl Iterator<Item = Result<(&str, &str), ParseError>> {
+    text.split(',').map(move |item| {
+        item.split_once('=')
+            .ok_or_else(|| ParseError::new(text, format!("{item:?} is not key=value")))
+    })
+}
+
 fn parse_on_off(text: &str, key: &str, value: &str) -> Result<bool, ParseError> {
     match value {
         "on" | "true" | "yes" => Ok(true),
@@ -185,10 +194,8 @@ impl FromStr for DiskConfig {
     fn from_str(text: &str) -> Result<Self, ParseError> {
         let mut disk = DiskConfig::default();
         let mut path = None;
-        for item in text.split(',') {
-            let Some((key, value)) = item.split_once('=') else {
-                return Err(ParseError::new(text, format!("{item:?} is not key=value")));
-            };
+        for pair in key_values(text) {
+            let (key, value) = pair?;
             match key {
                 "path" if !value.is_empty() => path = Some(PathBuf::from(value)),
                 "readonly" => disk.readonly = parse_on_off(text, key, value)?,
@@ -207,8 +214,9 @@ impl FromStr for DiskConfig {
                     return Err(ParseError::new(
                         text,
                         format!(
-                            "unknown or empty item {item:?} (expected path, readonly, direct, \
-                             serial, id, bw, iops)"
+                            "unknown or empty item {:?} (expected path, readonly, direct, \
+                             serial, id, bw, iops)",
+                            format!("{key}={value}")
                         ),
                     ));
                 }
@@ -404,6 +412,14 @@ pub struct MemoryConfig {
     pub size_mib: u64,
 }
 
+impl MemoryConfig {
+    /// The size in bytes, saturating: a size too large for the host is refused where the
+    /// guest's RAM is laid out, not wrapped into a small one here.
+    pub fn bytes(&self) -> u64 {
+        self.size_mib.saturating_mul(1 << 20)
+    }
+}
+
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
@@ -500,10 +516,8 @@ impl FromStr for NetConfig {
     /// `tap=NAME` or `fd=N`, then `[,mac=M][,id=ID][,bw=10M][,ops=1000]`.
     fn from_str(text: &str) -> Result<Self, ParseError> {
         let mut net = NetConfig::default();
-        for item in text.split(',') {
-            let Some((key, value)) = item.split_once('=') else {
-                return Err(ParseError::new(text, format!("{item:?} is not key=value")));
-            };
+        for pair in key_values(text) {
+            let (key, value) = pair?;
             match key {
                 "tap" if !value.is_empty() && value.len() <= TAP_NAME_MAX => {
                     net.tap = Some(value.to_string());
@@ -531,7 +545,8 @@ impl FromStr for NetConfig {
                     return Err(ParseError::new(
                         text,
                         format!(
-                            "unknown or empty item {item:?} (expected tap, fd, mac, id, bw, ops)"
+                            "unknown or empty item {:?} (expected tap, fd, mac, id, bw, ops)",
+                            format!("{key}={value}")
                         ),
                     ));
                 }
@@ -879,6 +894,15 @@ mod tests {
         assert!(err("tap=t,mac=02:00:00:00:00:0g").contains("MAC"));
         assert!(err("fd=1").contains("≥ 3"));
         assert!(err("tap=t,colour=red").contains("unknown"));
+    }
+
+    #[test]
+    fn disk_and_net_items_without_equals_are_named() {
+        let disk = "path=/d,readonly".parse::<DiskConfig>().unwrap_err();
+        let net = "tap=t,,id=x".parse::<NetConfig>().unwrap_err();
+
+        assert!(disk.problem.contains("\"readonly\" is not key=value"));
+        assert!(net.problem.contains("\"\" is not key=value"));
     }
 
     #[test]

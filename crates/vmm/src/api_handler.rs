@@ -31,7 +31,7 @@ impl Machine {
                 message: "this VM has no balloon device (start it with --balloon)".to_string(),
             });
         };
-        let ram_bytes = self.config.memory.size_mib << 20;
+        let ram_bytes = self.config.memory.bytes();
         let pages =
             virtio::balloon::pages_for_target_mib(target_mib, ram_bytes).map_err(|e| ApiError {
                 status: 400,

@@ -209,7 +209,7 @@ impl DeviceManager {
             Ioapic::pin(&ioapic, layout::I8042_IRQ),
         )));
         let mut cmos = Cmos::new(Arc::new(SystemWallClock));
-        let memory_bytes = config.memory.size_mib << 20;
+        let memory_bytes = config.memory.bytes();
         let below_4g = memory_bytes.min(layout::MMIO_HOLE_START);
         cmos.set_memory_size(below_4g, memory_bytes - below_4g);
         cmos.set_cpu_count(config.cpus.count);

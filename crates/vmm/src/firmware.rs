@@ -210,7 +210,7 @@ pub fn fw_cfg_device(config: &VmConfig) -> Result<FwCfg, VmmError> {
     fw_cfg.set_u16(keys::MAX_CPUS, cpus);
     fw_cfg.set_u16(keys::BOOT_MENU, 0);
     fw_cfg.set_u16(keys::NOGRAPHIC, 1);
-    let map = arch::memory::firmware_e820_map(config.memory.size_mib << 20);
+    let map = arch::memory::firmware_e820_map(config.memory.bytes());
     fw_cfg
         .add_file("etc/e820", etc_e820(&map))
         .map_err(|e| VmmError::Device {

@@ -102,7 +102,7 @@ fn balloon_device(
         value: format!("size={}M", balloon.size_mib),
         problem,
     };
-    let ram_bytes = config.memory.size_mib << 20;
+    let ram_bytes = config.memory.bytes();
     let target_pages =
         pages_for_size(balloon.size_mib << 20, ram_bytes).map_err(|e| failed(e.to_string()))?;
     let device = Balloon::new(

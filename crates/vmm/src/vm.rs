@@ -221,7 +221,7 @@ impl Machine {
             kernel,
             &BootEnvironment {
                 payload: &self.config.payload,
-                memory_bytes: self.config.memory.size_mib << 20,
+                memory_bytes: self.config.memory.bytes(),
                 vcpu_count: self.config.cpus.count,
             },
         )?;

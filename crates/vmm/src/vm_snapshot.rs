@@ -191,7 +191,7 @@ impl Machine {
         Ok(VmSnapshot {
             config_json,
             memory: MemoryLayout {
-                regions: memory_regions(self.config.memory.size_mib)
+                regions: memory_regions(&self.config.memory)
                     .map_err(|e| internal("memory layout", e))?,
                 parent,
             },
@@ -246,8 +246,8 @@ fn check_disk_sizes(dir: &Path, machine: &Machine, saved: &[u64]) -> Result<(), 
                     "disk {}: {} holds {} bytes, the snapshot's disk held {} bytes",
                     disk.name(index),
                     disk.path.display(),
-                    now * 512,
-                    saved * 512
+                    now.saturating_mul(512),
+                    saved.saturating_mul(512)
                 ),
             ));
         }
@@ -276,8 +276,10 @@ fn add_device_writes(kvm: &mut [Vec<u64>], devices: &[Vec<u64>]) -> Result<(), A
     Ok(())
 }
 
-fn memory_regions(size_mib: u64) -> Result<Vec<(u64, u64)>, VmmError> {
-    let regions = arch::memory::ram_regions(size_mib << 20).map_err(VmmError::MemoryLayout)?;
+fn memory_regions(memory: &vmm_api::config::MemoryConfig) -> Result<Vec<(u64, u64)>, VmmError> {
+    // The size may come from a snapshot file: `bytes()` saturates, so one too large for a u64
+    // is refused as too large rather than wrapped into a size that might match the saved layout.
+    let regions = arch::memory::ram_regions(memory.bytes()).map_err(VmmError::MemoryLayout)?;
     Ok(regions.iter().map(|(a, l)| (a.0, *l as u64)).collect())
 }
 
@@ -363,7 +365,7 @@ fn check_snapshot(dir: &Path, snapshot: &VmSnapshot, config: &VmConfig) -> Resul
             ),
         ));
     }
-    let expected = memory_regions(config.memory.size_mib)?;
+    let expected = memory_regions(&config.memory)?;
     if snapshot.memory.regions != expected {
         return Err(restore_error(
             dir,

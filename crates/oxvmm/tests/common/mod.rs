@@ -150,6 +150,22 @@ pub fn run_guest(cmdline: &str, extra: &[&str]) -> Run {
     oxvmm(&args, Duration::from_secs(120))
 }
 
+/// Starts the bundled guest with the given command line, its API on socket `api`, and extra
+/// options.
+pub fn spawn_guest_with_api(cmdline: &str, api: &Path, extra: &[&str]) -> LiveVmm {
+    let api_text = api.to_str().expect("a UTF-8 socket path");
+    let mut args = vec![
+        "--kernel",
+        guests::OXGUEST_PATH,
+        "--cmdline",
+        cmdline,
+        "--api-socket",
+        api_text,
+    ];
+    args.extend_from_slice(extra);
+    LiveVmm::spawn(&args)
+}
+
 /// Runs oxvmm with `args` and standard input from a pipe that first carries `input`, killing
 /// it after `timeout`. The pipe is closed after `input`: oxvmm then stops reading it.
 pub fn oxvmm_with_input(args: &[&str], input: &[u8], timeout: Duration) -> Run {
