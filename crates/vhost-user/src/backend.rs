@@ -466,7 +466,11 @@ mod tests {
 
     /// Guest memory of `len` bytes mapped from a temporary file of `file_len` bytes.
     fn file_memory(len: usize, file_len: u64) -> VirtioMemory {
-        let path = std::env::temp_dir().join(format!("oxvirt-vu-mem-{}-{len}", std::process::id()));
+        // Tests run in parallel: every call needs a name of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("oxvirt-vu-mem-{}-{call}-{len}", std::process::id()));
         let file = File::options()
             .read(true)
             .write(true)
