@@ -17,6 +17,10 @@ const STATUS_ERROR: u32 = 1;
 const LOOKUP_BY_NAME: u32 = 23;
 /// `REMOTE_PROC_CONNECT_GET_URI`.
 const GET_URI: u32 = 110;
+/// `REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY`.
+const EVENT_CALLBACK_REGISTER_ANY: u32 = 316;
+/// `VIR_DOMAIN_EVENT_ID_LIFECYCLE`.
+const DOMAIN_EVENT_ID_LIFECYCLE: u32 = 0;
 /// `VIR_ERR_RPC`, `VIR_ERR_NO_SUPPORT`.
 const ERR_RPC: u32 = 39;
 const ERR_NO_SUPPORT: u32 = 3;
@@ -132,4 +136,36 @@ fn malformed_packets_are_refused_while_other_clients_keep_working() {
         text(&out)
     );
     assert!(daemon.virsh_ok(&["list", "--all"]).contains("bystander"));
+}
+
+#[test]
+fn a_connection_cannot_hold_more_than_1024_event_registrations() {
+    // Arrange: lifecycle registrations for every domain (a null domain pointer).
+    let daemon = TestDaemon::start("evcap");
+    let mut client = connect(&daemon);
+    let register_body = [DOMAIN_EVENT_ID_LIFECYCLE.to_be_bytes(), 0u32.to_be_bytes()].concat();
+    let mut register = |serial: u32| {
+        client
+            .write_all(&frame(EVENT_CALLBACK_REGISTER_ANY, serial, &register_body))
+            .unwrap();
+        read_reply(&mut client).expect("a reply")
+    };
+    for serial in 1..=1024 {
+        let (_, _, status, body) = register(serial);
+        assert_eq!(
+            status,
+            0,
+            "registration {serial}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    // Act
+    let (_, serial, status, body) = register(1025);
+
+    // Assert: refused with a message naming the limit; other clients are served.
+    assert_eq!((serial, status), (1025, STATUS_ERROR));
+    let message = String::from_utf8_lossy(&body);
+    assert!(message.contains("(1024)"), "{message}");
+    assert!(daemon.virsh_ok(&["list", "--all"]).contains("Name"));
 }

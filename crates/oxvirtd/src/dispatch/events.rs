@@ -22,6 +22,9 @@ use tokio::sync::broadcast;
 
 /// `VIR_DOMAIN_EVENT_ID_LAST` of libvirt 9.0: event ids are below it.
 const EVENT_ID_LAST: i32 = 26;
+/// Most registrations one connection may hold: each costs the daemon memory and a check per
+/// event, and a client registering in a loop must not grow them without end.
+pub const MAX_REGISTRATIONS_PER_CONNECTION: usize = 1024;
 
 #[derive(Clone)]
 struct Registration {
@@ -49,6 +52,20 @@ fn check_event_id(event_id: i32) -> Result<(), RemoteError> {
     Ok(())
 }
 
+fn check_room(registrations: &[Registration], conn: &Connection) -> Result<(), RemoteError> {
+    let held = registrations
+        .iter()
+        .filter(|r| r.conn.id() == conn.id())
+        .count();
+    if held >= MAX_REGISTRATIONS_PER_CONNECTION {
+        return Err(RemoteError::operation_failed(format!(
+            "this connection already holds {held} event registrations, the most allowed \
+             ({MAX_REGISTRATIONS_PER_CONNECTION}): deregister some first"
+        )));
+    }
+    Ok(())
+}
+
 impl EventHub {
     fn lock(&self) -> MutexGuard<'_, Vec<Registration>> {
         self.registrations
@@ -66,11 +83,13 @@ impl EventHub {
         check_event_id(event_id)?;
         // A client can register without end; the counter wraps (as libvirt's int does) rather
         // than overflow.
+        let mut registrations = self.lock();
+        check_room(&registrations, conn)?;
         let callback_id = self
             .next_callback
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
-        self.lock().push(Registration {
+        registrations.push(Registration {
             conn: conn.clone(),
             callback_id: Some(callback_id),
             event_id,
@@ -104,6 +123,7 @@ impl EventHub {
                 "domain event {event_id} already registered"
             )));
         }
+        check_room(&registrations, conn)?;
         registrations.push(Registration {
             conn: conn.clone(),
             callback_id: None,

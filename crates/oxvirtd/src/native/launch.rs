@@ -22,8 +22,12 @@ use crate::process::{PidFd, ProcessExit, proc_stat};
 use crate::runtime::{RECORD_VERSION, RuntimeRecord, remove_runtime_files};
 use crate::state::{ActiveState, RunningReason};
 
-/// Pause between checks while oxvmm starts.
-const START_POLL: Duration = Duration::from_millis(20);
+/// First pause between checks while oxvmm starts: its API socket appears a few milliseconds
+/// after the spawn (a request sent then waits until the VM is built), so checking early
+/// saves most of a longer pause.
+const START_POLL_FIRST: Duration = Duration::from_millis(1);
+/// Longest pause between checks while oxvmm starts (the pause doubles up to it).
+const START_POLL_MAX: Duration = Duration::from_millis(20);
 /// Timeout of each `vmm.ping` while oxvmm starts.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lines of the log quoted in a start error.
@@ -369,6 +373,7 @@ impl NativeDriver {
         let socket = self.shared.paths.api_socket(name);
         let timeout = self.shared.config.start_timeout;
         let started = Instant::now();
+        let mut pause = START_POLL_FIRST;
         loop {
             if launching.pidfd()?.has_exited().unwrap_or(false) {
                 let exit = launching.reap_exited();
@@ -392,7 +397,8 @@ impl NativeDriver {
                     log_tail: log.tail(),
                 });
             }
-            tokio::time::sleep(START_POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(START_POLL_MAX);
         }
     }
 }
