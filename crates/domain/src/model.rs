@@ -482,26 +482,43 @@ impl Uuid {
         Ok(Uuid(bytes))
     }
 
-    /// Parses the dashed form (`8-4-4-4-12` hex digits) or 32 plain hex digits, either case.
+    /// Parses a UUID as libvirt's `virUUIDParse` does, so that the XML, the daemon and the CLI
+    /// accept the same texts: leading and trailing white space, then 32 hex digits in pairs
+    /// (either case), with `-` or a space allowed between pairs.
+    pub fn from_text(text: &str) -> Option<Self> {
+        let mut rest = text.trim_start().as_bytes();
+        let mut bytes = [0u8; 16];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            match rest {
+                [b'-' | b' ', tail @ ..] => rest = tail,
+                [high, low, tail @ ..] => {
+                    let pair = [*high, *low];
+                    let pair = std::str::from_utf8(&pair).ok()?;
+                    if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    bytes[filled] = u8::from_str_radix(pair, 16).ok()?;
+                    filled += 1;
+                    rest = tail;
+                }
+                _ => return None,
+            }
+        }
+        rest.iter()
+            .all(u8::is_ascii_whitespace)
+            .then_some(Uuid(bytes))
+    }
+
+    /// [`Uuid::from_text`], with an error naming the XML `path` and the text.
     pub fn parse(path: &str, text: &str) -> Result<Self, DomainError> {
-        let trimmed = text.trim();
-        let dashed = trimmed.len() == 36
-            && [8, 13, 18, 23]
-                .iter()
-                .all(|&i| trimmed.as_bytes().get(i) == Some(&b'-'));
-        let hex: String = if dashed {
-            trimmed.chars().filter(|&c| c != '-').collect()
-        } else {
-            trimmed.to_string()
-        };
-        let bytes = parse_hex_bytes::<16>(&hex).ok_or_else(|| {
+        Self::from_text(text).ok_or_else(|| {
             DomainError::invalid(
                 path,
                 text,
                 "is not a UUID (32 hex digits, plain or dashed as 8-4-4-4-12)",
             )
-        })?;
-        Ok(Uuid(bytes))
+        })
     }
 }
 
@@ -600,8 +617,24 @@ mod tests {
             "6695eb01-f6a4-8304-79aa-97f2502e193g",
             "+695eb01f6a4830479aa97f2502e193f",
             "é695eb01f6a4830479aa97f2502e193",
+            "6695eb01-f6a4-8304-79aa-97f2502e193f x",
+            "6-695eb01f6a4830479aa97f2502e193f",
         ] {
             assert!(Uuid::parse("/u", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn uuids_take_what_libvirts_uuid_parser_takes() {
+        let want = Uuid::parse("/u", "6695eb01-f6a4-8304-79aa-97f2502e193f").unwrap();
+
+        for good in [
+            "6695eb01f6a4830479aa97f2502e193f",
+            "\t 6695eb01-f6a4-8304-79aa-97f2502e193f \n",
+            "-6695eb01 f6a4 8304 79aa 97f2502e193f",
+            "66-95-eb-01-f6-a4-83-04-79-aa-97-f2-50-2e-19-3f",
+        ] {
+            assert_eq!(Uuid::from_text(good), Some(want), "{good:?}");
         }
     }
 

@@ -12,32 +12,12 @@ use std::fmt::Write as _;
 
 /// Formats a UUID as libvirt does (`virUUIDFormat`): lower-case 8-4-4-4-12.
 pub fn uuid_string(uuid: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
-    for (i, byte) in uuid.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+    domain::Uuid(*uuid).to_string()
 }
 
-/// Parses a UUID written with or without dashes (libvirt's `virUUIDParse` accepts both).
+/// Parses a UUID as libvirt's `virUUIDParse` does (with or without dashes).
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
-    // `from_str_radix` would take a sign, so "+f" must be refused here.
-    if hex.len() != 32
-        || text.len() != 36 && text.len() != 32
-        || !hex.iter().all(u8::is_ascii_hexdigit)
-    {
-        return None;
-    }
-    let mut uuid = [0u8; 16];
-    for (slot, pair) in uuid.iter_mut().zip(hex.chunks(2)) {
-        let s = std::str::from_utf8(pair).ok()?;
-        *slot = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(uuid)
+    domain::Uuid::from_text(text).map(|uuid| uuid.0)
 }
 
 /// A `printf("%-15s %s\n")` line, virsh's "label: value" layout.
