@@ -35,23 +35,54 @@ pub(crate) fn is_temp_file_name(file_name: &str) -> bool {
     file_name.starts_with('.') && file_name.contains(TEMP_MARKER)
 }
 
+/// What a replaced file must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// A crash of the host (power loss): the data and the rename are `fsync`ed. Definitions.
+    HostCrash,
+    /// A crash of the daemon only. Runtime files describe processes that a host crash ends too,
+    /// and live on tmpfs (`/run`) where an `fsync` does nothing: the rename's atomicity is
+    /// what matters, and skipping the `fsync`s keeps starts fast where the runtime directory
+    /// is on a disk.
+    DaemonCrash,
+}
+
 /// Replaces `target` with `contents` (mode 0644), atomically and durably.
 pub(crate) fn write_atomically(target: &Path, contents: &[u8]) -> io::Result<()> {
+    replace_file(target, contents, Durability::HostCrash)
+}
+
+/// Replaces `target` with `contents` (mode 0644), atomically, surviving what `durability` says.
+pub(crate) fn replace_file(
+    target: &Path,
+    contents: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
     let temp = temp_path_for(target);
-    let result = write_and_rename(&temp, target, contents);
+    let result = write_and_rename(&temp, target, contents, durability);
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     result.map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", target.display())))
 }
 
-fn write_and_rename(temp: &Path, target: &Path, contents: &[u8]) -> io::Result<()> {
+fn write_and_rename(
+    temp: &Path,
+    target: &Path,
+    contents: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
     file.write_all(contents)?;
-    file.sync_all()?;
+    if durability == Durability::HostCrash {
+        file.sync_all()?;
+    }
     drop(file);
     std::fs::rename(temp, target)?;
-    sync_parent_dir(target)
+    if durability == Durability::HostCrash {
+        sync_parent_dir(target)?;
+    }
+    Ok(())
 }
 
 /// Removes `path` (absent is fine) and makes the removal durable.

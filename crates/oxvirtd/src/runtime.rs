@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vmm_api::VmConfig;
 
-use crate::fsutil;
+use crate::fsutil::{self, Durability};
 use crate::ident::Uuid;
 use crate::paths::Paths;
 use crate::state::ActiveState;
@@ -78,14 +78,16 @@ pub enum RecordError {
 }
 
 impl RuntimeRecord {
-    /// Writes the record to `<runtime>/domains/<name>.json`, atomically.
+    /// Writes the record to `<runtime>/domains/<name>.json`, atomically (surviving a daemon
+    /// crash: a host crash ends the VM it describes too).
     pub fn save(&self, paths: &Paths) -> Result<(), RecordError> {
         let path = paths.runtime_record(&self.name);
         let json = serde_json::to_vec_pretty(self).map_err(|source| RecordError::Malformed {
             path: path.clone(),
             source,
         })?;
-        fsutil::write_atomically(&path, &json).map_err(|source| RecordError::Io { path, source })
+        fsutil::replace_file(&path, &json, Durability::DaemonCrash)
+            .map_err(|source| RecordError::Io { path, source })
     }
 
     /// Reads a record file.
@@ -131,8 +133,11 @@ impl RuntimeRecord {
 /// Removes every runtime file of `name` (record, config, sockets); absent files are fine.
 pub fn remove_runtime_files(paths: &Paths, name: &str) {
     for path in paths.runtime_files(name) {
-        if let Err(e) = fsutil::remove_durably(&path) {
-            tracing::warn!("{e}");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+            _ => {}
         }
     }
 }

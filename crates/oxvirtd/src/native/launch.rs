@@ -306,7 +306,7 @@ impl NativeDriver {
         let json = serde_json::to_vec_pretty(&spec.config).map_err(|e| {
             NativeError::Internal(format!("cannot encode the VM configuration: {e}"))
         })?;
-        fsutil::write_atomically(&config_file, &json)
+        fsutil::replace_file(&config_file, &json, fsutil::Durability::DaemonCrash)
             .map_err(io_error("cannot write", &config_file))?;
         let stdout = match spec.config.serial {
             // COM1 goes to oxvmm's standard output: keep it in a file, not the daemon's.
