@@ -11,13 +11,16 @@
 //!   [`virtio::ExternalQueues`], the one implementation oxvmm also runs in-process, and a
 //!   device's own events (virtio-vsock's host sockets, virtio-net's TAP) are watched by the vring worker;
 //! - [`server::Server`]: the listening socket, one front-end at a time, a fresh protocol state
-//!   and a device reset for each connection, so a front-end can reconnect.
+//!   and a device reset for each connection, so a front-end can reconnect;
+//! - [`reorder`]: the relay between the front-end's socket and the `vhost` crate's request
+//!   handler that holds a `SET_VRING_ENABLE` sent before `SET_FEATURES` (QEMU 7.2).
 //!
 //! What it must not do: implement a device a second time (device behaviour belongs to the
 //! `virtio` crate), or trust the front-end: every message error closes that connection and
 //! the server waits for the next; guest-made queue errors stop that queue, never the process.
 
 pub mod backend;
+pub mod reorder;
 pub mod server;
 pub mod spec;
 

@@ -3,17 +3,26 @@
 //! watches the device's own descriptor if it has one), the device reset between connections
 //! so that a front-end that reconnects (QEMU with `reconnect=N`, or after a restart) finds it
 //! as new (virtio-vsock: every connection closed).
+//!
+//! The front-end's socket is not handed to the `vhost` crate directly: a relay
+//! ([`crate::reorder`]) sits between it and the request handler, which reads a socket of a
+//! private pair, so that a `SET_VRING_ENABLE` sent before `SET_FEATURES` (QEMU 7.2's
+//! virtio-net) is held instead of closing the connection.
 
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vhost::vhost_user::{Error as VhostError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use virtio::VirtioMemory;
 
 use crate::backend::{AtomicMemory, DeviceBackend};
+use crate::reorder::{Relay, RelayError};
 
 /// Why the server could not (go on) serving.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +51,18 @@ pub enum ServerError {
     /// The device's own descriptor could not be watched by the worker thread.
     #[error("cannot watch the device's host-side events in the worker thread: {0}")]
     DeviceEvent(#[source] io::Error),
+    /// The private socket between the relay and the request handler could not be made.
+    #[error("cannot connect the request handler to the relay ({what}): {source}")]
+    HandlerSocket {
+        /// The step that failed.
+        what: &'static str,
+        /// What the system reported.
+        #[source]
+        source: io::Error,
+    },
+    /// The relay threads could not be started.
+    #[error("cannot start the front-end relay: {0}")]
+    Relay(#[source] io::Error),
 }
 
 /// How a connection ended.
@@ -114,18 +135,43 @@ impl Server {
                     .map_err(ServerError::DeviceEvent)?;
             }
         }
-        let started = daemon.start(&mut self.listener);
-        let result = match started {
-            Ok(()) => daemon.wait(),
-            Err(error) => Err(error),
-        };
+        let served = self.accept_front_end().and_then(|front_end| {
+            let handler_end = connect_handler(&mut daemon)?;
+            let relay = Relay::spawn(front_end, handler_end).map_err(ServerError::Relay)?;
+            let handled = daemon.wait();
+            // The handler's end is shut down when it stops, which ends the relay.
+            Ok((handled, relay.join()))
+        });
         for handler in daemon.get_epoll_handlers() {
             handler.send_exit_event();
         }
         // Joins the worker thread: nothing touches the device after this.
         drop(daemon);
         self.backend.disconnected();
-        classify(result)
+        let (handled, relayed) = served?;
+        match relayed {
+            Err(error) if error.is_protocol_error() => {
+                Ok(ConnectionEnd::ProtocolError(error.to_string()))
+            }
+            Err(error @ RelayError::PartialMessage { .. })
+            | Err(error @ RelayError::Socket { .. }) => {
+                tracing::debug!("relay ended: {error}");
+                classify(handled)
+            }
+            _ => classify(handled),
+        }
+    }
+
+    /// Waits for the next front-end.
+    fn accept_front_end(&mut self) -> Result<UnixStream, ServerError> {
+        loop {
+            match self.listener.accept() {
+                Ok(Some(stream)) => return Ok(stream),
+                // A connection closed before it was accepted: wait for the next.
+                Ok(None) => continue,
+                Err(error) => return Err(ServerError::Daemon(error.to_string())),
+            }
+        }
     }
 
     /// Serves front-ends one after another, forever (until a server error).
@@ -139,6 +185,98 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// Starts `daemon`'s request handler on one end of a private connection and returns the
+/// other end. `vhost-user-backend` takes its socket only from a listener or a path, so the
+/// handler connects to a listener in a fresh directory only this user can enter (removed on
+/// return); the accepted peer is checked to be this process.
+fn connect_handler(
+    daemon: &mut VhostUserDaemon<Arc<DeviceBackend>>,
+) -> Result<UnixStream, ServerError> {
+    let dir = PrivateDir::create()?;
+    let path = dir.0.join("handler.sock");
+    let step = |what| move |source| ServerError::HandlerSocket { what, source };
+    let listener = UnixListener::bind(&path).map_err(step("bind"))?;
+    let path_text = path.to_str().ok_or_else(|| ServerError::HandlerSocket {
+        what: "path",
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the temporary directory is not UTF-8",
+        ),
+    })?;
+    daemon
+        .start_client(path_text)
+        .map_err(|error| ServerError::Daemon(error.to_string()))?;
+    // The handler connected before start_client returned: its connection is waiting.
+    listener.set_nonblocking(true).map_err(step("accept"))?;
+    loop {
+        let (stream, _) = listener.accept().map_err(step("accept"))?;
+        if peer_pid(&stream) == Some(std::process::id()) {
+            stream.set_nonblocking(false).map_err(step("accept"))?;
+            return Ok(stream);
+        }
+        tracing::warn!("refused a connection to the private handler socket from another process");
+    }
+}
+
+/// The process id of the peer of a connected Unix socket (`SO_PEERCRED`).
+fn peer_pid(stream: &UnixStream) -> Option<u32> {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `credentials` and `len` are valid for writes of a `ucred` and its size, which is
+    // what SO_PEERCRED writes; the descriptor is a connected Unix socket we own.
+    let status = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &raw mut len,
+        )
+    };
+    (status == 0)
+        .then(|| u32::try_from(credentials.pid).ok())
+        .flatten()
+}
+
+/// A directory under the system temporary directory, mode 0700, removed on drop.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create() -> Result<Self, ServerError> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let mut last = None;
+        for _ in 0..16 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("oxvmm-vhost-user-{}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Self(path)),
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => last = Some(error),
+                Err(source) => {
+                    return Err(ServerError::HandlerSocket {
+                        what: "mkdir",
+                        source,
+                    });
+                }
+            }
+        }
+        Err(ServerError::HandlerSocket {
+            what: "mkdir",
+            source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)),
+        })
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -33,6 +33,7 @@ const VRING_DESC_F_WRITE: u16 = 2;
 const GET_FEATURES: u32 = 1;
 const SET_MEM_TABLE: u32 = 5;
 const GET_INFLIGHT_FD: u32 = 31;
+const SET_VRING_ENABLE: u32 = 18;
 
 /// A memfd of `size` bytes (guest RAM shared with the back-end).
 fn memfd(size: u64) -> File {
@@ -206,6 +207,74 @@ fn the_fake_front_end_gets_entropy_and_an_interrupt() {
         "next avail after one request"
     );
     backend.assert_alive();
+}
+
+#[test]
+fn a_ring_enabled_before_set_features_is_served_as_qemu_7_2_sends_it() {
+    // Arrange: QEMU 7.2's virtio-net order (logged from a real QEMU): protocol features,
+    // then SET_VRING_ENABLE, and SET_FEATURES only later. The rings are set up without a
+    // second enable, so the queue works only if the early one was held and replayed.
+    let dir = TempDir::new("early-enable");
+    let mut backend = rng_backend(&dir);
+    let mem = guest_memory(MEMORY_SIZE);
+    let stream = UnixStream::connect(&backend.socket).unwrap();
+    let mut raw = stream.try_clone().unwrap();
+    let mut frontend = Frontend::from_stream(stream, 1);
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    let protocol = frontend.get_protocol_features().unwrap();
+    frontend
+        .set_protocol_features(protocol & VhostUserProtocolFeatures::REPLY_ACK)
+        .unwrap();
+    raw.write_all(&raw_message(SET_VRING_ENABLE, &[0, 0, 0, 0, 1, 0, 0, 0]))
+        .unwrap();
+    frontend.set_features(features).unwrap();
+    frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    frontend
+        .set_mem_table(&[region_info(&mem, MEMORY_SIZE as u64)])
+        .unwrap();
+    let rings = rings(&mem, DESC, AVAIL, USED);
+    let call = EventFd::new(EFD_NONBLOCK).unwrap();
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    frontend.set_vring_num(0, rings.queue_size).unwrap();
+    frontend.set_vring_addr(0, &rings).unwrap();
+    frontend.set_vring_base(0, 0).unwrap();
+    frontend.set_vring_call(0, &call).unwrap();
+    frontend.set_vring_kick(0, &kick).unwrap();
+
+    // Act
+    publish(&mem, 32, 1);
+    kick.write(1).unwrap();
+
+    // Assert
+    assert!(called(&call), "no interrupt:\n{}", backend.log());
+    let used_idx: u16 = mem.read_obj(GuestAddress(USED + 2)).unwrap();
+    assert_eq!(u16::from_le(used_idx), 1);
+    let log = backend.log();
+    assert!(
+        log.contains("SET_VRING_ENABLE before SET_FEATURES: held"),
+        "{log}"
+    );
+    assert!(!log.contains("connection closed"), "{log}");
+    backend.assert_alive();
+}
+
+#[test]
+fn an_oversized_message_is_refused_by_the_relay() {
+    let dir = TempDir::new("oversized");
+    let mut backend = rng_backend(&dir);
+    let mut stream = UnixStream::connect(&backend.socket).unwrap();
+    let mut header = Vec::new();
+    for word in [SET_MEM_TABLE, 1, 0x10_0000] {
+        header.extend_from_slice(&word.to_le_bytes());
+    }
+
+    stream.write_all(&header).unwrap();
+
+    assert!(closed_by_backend(&mut stream));
+    let log = backend.wait_for_log("connection closed");
+    assert!(log.contains("1048576-byte body"), "{log}");
+    assert_serves_again(&mut backend);
 }
 
 #[test]
