@@ -18,6 +18,7 @@ dpkg -s busybox-static &>/dev/null || missing+=(busybox-static)
 command -v e2fsck >/dev/null || missing+=(e2fsprogs)
 command -v script >/dev/null || missing+=(bsdutils)
 [[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
+command -v ip >/dev/null || missing+=(iproute2)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
