@@ -85,6 +85,18 @@ pub trait DiskBackend: Send {
 
     /// Whether writes, discards and write-zeroes are refused.
     fn is_read_only(&self) -> bool;
+
+    /// Another handle on the same disk, with its own scratch buffers, that another thread
+    /// drives at the same time as this one (virtio-blk's I/O threads each take one). Writes
+    /// through either handle reach the same storage; `flush` on one makes the writes of all
+    /// durable. The default refuses with [`io::ErrorKind::Unsupported`]: such a disk is
+    /// driven by one owner only.
+    fn try_clone(&self) -> io::Result<Box<dyn DiskBackend>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this disk backend cannot be shared between threads",
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -715,6 +715,26 @@ impl DiskBackend for RawFile {
     fn is_read_only(&self) -> bool {
         self.read_only
     }
+
+    /// A duplicate descriptor of the same open file: it shares the file offset (unused:
+    /// every access is positioned) and the advisory lock, which holds until the last
+    /// handle closes.
+    fn try_clone(&self) -> io::Result<Box<dyn DiskBackend>> {
+        let file = self.file.try_clone()?;
+        let direct = self
+            .direct
+            .as_ref()
+            .map(|_| DirectIo::new(&file, self.kind));
+        Ok(Box::new(Self {
+            file,
+            path: self.path.clone(),
+            len: self.len,
+            read_only: self.read_only,
+            kind: self.kind,
+            direct,
+            vectored_bounce: None,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -885,6 +905,24 @@ mod tests {
             )
         );
         assert!(after_close.is_ok());
+    }
+
+    #[test]
+    fn a_clone_reaches_the_same_file_and_keeps_the_lock_until_both_close() {
+        let temp = TempPath::with_pattern("clone", 4096);
+        let mut first = open(&temp, false, true);
+        let mut clone = first.try_clone().unwrap();
+
+        clone.write_at(512, &[0x5A; 512]).unwrap();
+        let seen_by_first = read(&mut first, 512, 512);
+        drop(first);
+        let while_clone_open = RawFile::open(temp.path(), RawFileOptions::default());
+        drop(clone);
+        let after_both = RawFile::open(temp.path(), RawFileOptions::default());
+
+        assert_eq!(seen_by_first, vec![0x5A; 512]);
+        assert!(matches!(while_clone_open, Err(RawFileError::Locked { .. })));
+        assert!(after_both.is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueState, QueueT};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::VirtioMemory;
 use crate::balloon::BalloonState;
@@ -203,10 +204,31 @@ pub trait VirtioDevice: Send {
 
     /// While activated: the state of every queue it was given, in order, with the positions
     /// it reached (`next_avail`, `next_used`); `None` when it is not active or cannot tell.
-    /// Called with the device quiescent (the vCPUs paused).
+    /// Called with the device quiescent (the vCPUs paused, [`VirtioDevice::quiesce`] done).
     fn queue_states(&self) -> Option<Vec<QueueState>> {
         None
     }
+
+    /// For a device that runs requests of queue `index` on other threads (virtio-blk): an
+    /// eventfd it writes when some finished. The VMM watches it and then processes the queue
+    /// as for a driver notification ([`VirtioDevice::process_queue`] publishes them). `None`
+    /// (the default): the queue has no such work.
+    fn queue_event(&self, index: u16) -> Option<&EventFd> {
+        let _ = index;
+        None
+    }
+
+    /// Finishes the requests the device runs on other threads and publishes them (used
+    /// ring, interrupts), and starts no new one until [`VirtioDevice::resume`]: called when
+    /// the VMM pauses the VM and before it saves the device's state. The default has nothing
+    /// to wait for.
+    fn quiesce(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    /// Lets a quiesced device start requests again, including those that became available
+    /// meanwhile.
+    fn resume(&mut self) {}
 
     /// The device-specific state a snapshot keeps (beyond queues and configuration the
     /// transport saves), or `None` if it keeps none.

@@ -20,9 +20,11 @@
 //! What it must not do: depend on KVM, the `hypervisor` or `vmm` crates, or do I/O except
 //! through what the VMM hands a device (a `Read` for virtio-rng, the Unix streams of a
 //! [`vsock::VsockBackend`] for virtio-vsock, such as the [`vsock::unix::UnixSocketBackend`] the
-//! VMM builds, the TAP of a [`net::TapBackend`] for virtio-net). Everything is synchronous
-//! for now: the VMM calls [`pci::VirtioPciDevice`]'s BAR handlers from the vCPU thread and a
-//! notify write processes the queue there. Every guest-provided index, length, address and
+//! VMM builds, the TAP of a [`net::TapBackend`] for virtio-net). Queue processing is
+//! synchronous: the VMM calls [`pci::VirtioPciDevice`]'s BAR handlers from the vCPU thread (or
+//! its event loop, for an ioeventfd) and a notify write processes the queue there; only
+//! virtio-blk hands the disk accesses themselves to I/O threads ([`block`]), announcing their
+//! completions through [`VirtioDevice::queue_event`]. Every guest-provided index, length, address and
 //! flag is untrusted: malformed descriptor chains are refused (used with 0 bytes, skipped,
 //! or the device is marked `DEVICE_NEEDS_RESET`), never a panic or an access outside guest
 //! memory.

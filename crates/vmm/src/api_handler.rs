@@ -63,10 +63,12 @@ impl Machine {
             ApiRequest::Pause if paused => conflict("the VM is already paused"),
             ApiRequest::Pause => {
                 boot.threads.pause();
+                self.devices.quiesce();
                 Ok(None)
             }
             ApiRequest::Resume if !paused => conflict("the VM is not paused"),
             ApiRequest::Resume => {
+                self.devices.resume();
                 boot.threads.resume();
                 Ok(None)
             }

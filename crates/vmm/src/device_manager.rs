@@ -325,6 +325,17 @@ impl DeviceManager {
             .attach(vm.map(|vm| vm as Arc<dyn crate::interrupts::IrqRouting>));
     }
 
+    /// Lets no device work behind the paused vCPUs: what virtio devices run on other threads
+    /// finishes and is published, and nothing new starts until [`DeviceManager::resume`].
+    pub fn quiesce(&self) {
+        self.pci.quiesce();
+    }
+
+    /// Ends [`DeviceManager::quiesce`].
+    pub fn resume(&self) {
+        self.pci.resume();
+    }
+
     /// Reads the state of every device (the vCPUs must be stopped); fails for a device whose
     /// state cannot be saved.
     pub fn save_state(&self) -> Result<DevicesState, VmmError> {

@@ -38,6 +38,17 @@ pub trait QueueNotify: Send {
     fn msix_vectors(&self) -> u16;
     /// Announces MSI-X routes as GSIs `base + vector` (see `interrupts`).
     fn set_msix_route_base(&self, base: Option<usize>);
+    /// A handle on the eventfd the device writes when requests of queue `queue` it runs on
+    /// other threads finish (`VirtioDevice::queue_event`); the loop then notifies the queue.
+    fn queue_event(&self, queue: u16) -> Option<EventFd> {
+        let _ = queue;
+        None
+    }
+    /// Waits for and publishes the requests the device runs on other threads; starts none
+    /// until `resume` (pause, snapshot).
+    fn quiesce(&mut self) {}
+    /// Ends `quiesce`.
+    fn resume(&mut self) {}
 }
 
 impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
@@ -73,6 +84,22 @@ impl<D: VirtioDevice> QueueNotify for VirtioPciDevice<D> {
     fn set_msix_route_base(&self, base: Option<usize>) {
         VirtioPciDevice::set_msix_route_base(self, base);
     }
+
+    fn queue_event(&self, queue: u16) -> Option<EventFd> {
+        let event = self.device().queue_event(queue)?;
+        event
+            .try_clone()
+            .inspect_err(|e| tracing::error!("queue {queue}: cannot watch its device event: {e}"))
+            .ok()
+    }
+
+    fn quiesce(&mut self) {
+        VirtioPciDevice::quiesce(self);
+    }
+
+    fn resume(&mut self) {
+        VirtioPciDevice::resume(self);
+    }
 }
 
 /// One queue's eventfd and where it is registered.
@@ -80,6 +107,8 @@ struct QueueEvent {
     fd: EventFd,
     /// Fires when a throttled device may make progress again.
     retry: Mutex<TimerFd>,
+    /// Written by the device when work it runs on other threads finished.
+    device_event: Option<EventFd>,
     device: Arc<Mutex<dyn QueueNotify>>,
     queue: u16,
     registered_at: Mutex<Option<u64>>,
@@ -104,9 +133,11 @@ impl IoEvents {
         for device in devices {
             let count = lock(device).queue_count();
             for queue in 0..count {
+                let device_event = lock(device).queue_event(queue);
                 queues.push(Arc::new(QueueEvent {
                     fd: EventFd::new(EFD_NONBLOCK)?,
                     retry: Mutex::new(TimerFd::new()?),
+                    device_event,
                     device: device.clone(),
                     queue,
                     registered_at: Mutex::new(None),
@@ -221,8 +252,13 @@ impl QueueSubscriber {
 impl MutEventSubscriber for QueueSubscriber {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         let retry_fd = lock(&self.event.retry).as_raw_fd();
+        let device_event = self.event.device_event.as_ref();
         let fired = if events.fd() == retry_fd {
             lock(&self.event.retry).wait().is_ok()
+        } else if let Some(event) = device_event.filter(|e| e.as_raw_fd() == events.fd()) {
+            // Read even when the transport ignores the notification (device reset
+            // meanwhile): an eventfd left readable would wake the loop forever.
+            event.read().is_ok()
         } else {
             let notified = self.event.fd.read().is_ok();
             if notified {
@@ -239,7 +275,11 @@ impl MutEventSubscriber for QueueSubscriber {
 
     fn init(&mut self, ops: &mut EventOps) {
         let retry_fd = lock(&self.event.retry).as_raw_fd();
-        for fd in [self.event.fd.as_raw_fd(), retry_fd] {
+        let device_fd = self.event.device_event.as_ref().map(|e| e.as_raw_fd());
+        for fd in [self.event.fd.as_raw_fd(), retry_fd]
+            .into_iter()
+            .chain(device_fd)
+        {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 tracing::error!("cannot watch queue {}'s events: {e:?}", self.event.queue);
             }

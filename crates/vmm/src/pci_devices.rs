@@ -339,6 +339,7 @@ fn block_device(disk: &DiskConfig, index: usize) -> Result<virtio::block::Block,
             rate_limiter,
         },
     )
+    .and_then(|block| block.with_io_threads(virtio::block::IO_THREADS))
     .map_err(|e| disk_error(disk, index, e))
 }
 
@@ -426,6 +427,22 @@ impl PciDevices {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .reset();
+    }
+
+    /// Has every virtio function finish and publish the requests it runs on other threads
+    /// (virtio-blk's I/O threads), and start none until [`PciDevices::resume`]: for a pause
+    /// or a snapshot, after the vCPUs stopped.
+    pub fn quiesce(&self) {
+        for function in &self.virtio {
+            function.lock().unwrap_or_else(|e| e.into_inner()).quiesce();
+        }
+    }
+
+    /// Ends [`PciDevices::quiesce`].
+    pub fn resume(&self) {
+        for function in &self.virtio {
+            function.lock().unwrap_or_else(|e| e.into_inner()).resume();
+        }
     }
 
     /// The state of the host bridge, the configuration ports and every virtio function.

@@ -80,9 +80,12 @@ impl Machine {
         let was_running = !boot.threads.is_paused();
         if was_running {
             boot.threads.pause();
+            // Nothing in flight: the saved queue positions count every request taken as used.
+            self.devices.quiesce();
         }
         let result = self.write_snapshot(boot, request);
         if was_running {
+            self.devices.resume();
             boot.threads.resume();
         }
         let stats = result?;

@@ -15,12 +15,40 @@
 //! `collect_chain` refuses (loops, buffers outside guest memory…). Nothing the guest puts
 //! in a chain makes the device panic or touch memory outside the chain's buffers.
 //!
-//! Requests run synchronously in [`VirtioDevice::process_queue`]. Data moves between the
-//! disk and the guest's own buffers: each data segment becomes one or more host
-//! [`IoSliceRaw`]s (split where guest memory regions end) for the disk's vectored methods
-//! (`preadv`/`pwritev` on a raw file), with no copy. Should a segment not map (never
-//! expected: the chain was checked against guest memory), the request moves through a
-//! bounce buffer of at most [`CHUNK`] bytes instead.
+//! Requests run on a small pool of I/O threads ([`Block::with_io_threads`], what oxvmm
+//! uses), up to one per thread in flight at once, as QEMU's `aio=threads` does; they finish
+//! in any order (virtio allows it). The VMM's event loop (or a vCPU's notify write) calls
+//! [`VirtioDevice::process_queue`], which publishes the requests that finished (status
+//! byte, used ring, one interrupt), then takes requests from the available ring while
+//! fewer than the pool's size are in flight, checks each one on that thread (chain,
+//! framing, range, features, read-only: everything before any disk access), charges the
+//! rate limiter and hands it to a thread (GET_ID, which needs no disk, is answered at once).
+//! An I/O thread touches only the checked buffers of its request and the disk, through its
+//! own handle on it ([`storage::DiskBackend::try_clone`]); the request carries a clone of the
+//! guest memory map, which keeps that memory mapped until the thread is done.
+//! Each completion writes [`VirtioDevice::queue_event`]'s eventfd, which the VMM watches like
+//! a queue notification. While any request is in flight driver notifications stay off (each
+//! costs the guest an exit; the next completion processes the queue anyway), and when the
+//! pool is full the device stops taking requests until a completion frees a place.
+//!
+//! Nothing is left in flight where that would matter: [`VirtioDevice::reset`] waits for
+//! every request to finish and drops them unpublished (the queue is gone);
+//! [`VirtioDevice::quiesce`] (the VMM pauses the VM, or saves it) waits for them and
+//! publishes them, and until [`VirtioDevice::resume`] no request starts, so a snapshot's
+//! queue positions count every request taken as used. [`VirtioDevice::queue_states`]
+//! refuses (`None`) while any is in flight. Activation and resume write the eventfd once,
+//! so requests the driver made available meanwhile (or before a snapshot) are picked up.
+//!
+//! Without I/O threads ([`Block::new`] alone) requests run synchronously, one at a time, in
+//! [`VirtioDevice::process_queue`]; so does the vhost-user back-end, which drives the same
+//! code through [`ExternalQueues::process_external_queue`] and never starts threads.
+//!
+//! Data moves between the disk and the guest's own buffers: each data segment becomes one
+//! or more host [`storage::IoSliceRaw`]s (split where guest memory regions end) for the disk's
+//! vectored methods (`preadv`/`pwritev` on a raw file), with no copy; pages a read fills
+//! are marked in the guest memory's dirty bitmap (diff snapshots). Should a segment not map
+//! (never expected: the chain was checked against guest memory), the request moves through
+//! a bounce buffer of at most [`CHUNK`] bytes instead.
 //!
 //! Rate limiting: with a [`storage::RateLimiter`], each request takes one operation and its
 //! data bytes (IN and OUT) before it runs. When the limiter says wait, the device puts the
@@ -28,8 +56,12 @@
 //! again: the VMM arms a timer for that instant and, when it fires, has the transport
 //! process queue 0 again (a driver notification before then retries too, harmlessly).
 
+mod executor;
+mod io_threads;
 mod request;
 
+#[cfg(test)]
+mod io_thread_tests;
 #[cfg(test)]
 mod random_tests;
 #[cfg(test)]
@@ -39,12 +71,12 @@ use std::mem::offset_of;
 use std::sync::Arc;
 use std::time::Instant;
 
-use storage::{DiskBackend, IoSliceRaw, RateLimiter};
+use storage::{DiskBackend, RateLimiter};
 use virtio_bindings::virtio_blk::{self as blk, virtio_blk_config};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
-use vm_memory::bitmap::Bitmap;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::chain::{ChainError, collect_chain};
 use crate::device::read_config_bytes;
@@ -52,6 +84,8 @@ use crate::{
     ActivateError, ActiveQueue, DeviceError, ExternalQueues, VirtioDevice, VirtioInterrupt,
     VirtioMemory, device_type, features,
 };
+use executor::Executor;
+use io_threads::{Completion, IoThreads, Job};
 use request::{Cursor, Framed, Refusal, total_len};
 
 /// Maximum size of the request queue.
@@ -62,13 +96,16 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const ID_BYTES: usize = blk::VIRTIO_BLK_ID_BYTES as usize;
 /// Most data segments per request (`seg_max`): the queue minus header and status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
-/// Most sectors in one discard or write-zeroes range (64 MiB): these run synchronously,
-/// and zeroing by writing (where the host cannot punch holes) must stay short.
+/// Most sectors in one discard or write-zeroes range (64 MiB): each runs in one call (on
+/// the event loop without I/O threads), and zeroing by writing (where the host cannot punch
+/// holes) must stay short.
 pub const MAX_DISCARD_SECTORS: u32 = 1 << 17;
 /// Discard granularity advertised, in sectors (4 KiB: the host file system's block).
 pub const DISCARD_SECTOR_ALIGNMENT: u32 = 8;
 /// Largest piece of a request moved through the bounce buffer at once.
 pub const CHUNK: usize = 1 << 20;
+/// I/O threads oxvmm gives each disk: the most requests in flight at once.
+pub const IO_THREADS: usize = 8;
 /// Alignment of the copy buffer (a page: enough for any `O_DIRECT` memory alignment).
 const SCRATCH_ALIGN: usize = 4096;
 
@@ -105,6 +142,18 @@ pub enum BlockError {
         serial: String,
         /// Its length in bytes.
         len: usize,
+    },
+    /// The eventfd that announces completions could not be created.
+    #[error("cannot create the virtio-blk completion eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    /// The disk cannot be shared with I/O threads, or a thread could not start.
+    #[error("cannot start {threads} virtio-blk I/O threads: {source}")]
+    IoThreads {
+        /// Threads asked for.
+        threads: usize,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -171,29 +220,37 @@ enum Served {
     Used(u32),
     /// Put it back: the rate limiter wants a pause.
     Throttled(Instant),
+    /// Handed to an I/O thread; returned when it finishes.
+    Submitted,
 }
 
 type Active = ActiveQueue;
 
 /// The virtio block device.
 pub struct Block {
-    disk: Box<dyn DiskBackend>,
+    /// Runs requests on the calling thread: all of them without I/O threads, GET_ID with.
+    executor: Executor,
     read_only: bool,
     capacity: u64,
-    serial: [u8; ID_BYTES],
     config: [u8; CONFIG_LEN],
     acked_features: u64,
     queue_sizes: [u16; 1],
     rate_limiter: Option<RateLimiter>,
     throttled_until: Option<Instant>,
     active: Option<Active>,
-    /// Page-aligned, so `O_DIRECT` disks read and write it without a bounce copy.
-    scratch: storage::AlignedBuffer,
+    /// Written by each completion, by activation and by resume: "process queue 0".
+    event: Arc<EventFd>,
+    io: Option<IoThreads>,
+    /// Requests handed to I/O threads and not yet published.
+    in_flight: usize,
+    /// Between `quiesce` and `resume`: no request starts.
+    quiesced: bool,
     stats: BlockStats,
 }
 
 impl Block {
-    /// A device serving `disk`, read-only if the disk is.
+    /// A device serving `disk`, read-only if the disk is; requests run synchronously until
+    /// [`Block::with_io_threads`].
     pub fn new(disk: Box<dyn DiskBackend>, options: BlockOptions) -> Result<Self, BlockError> {
         let mut serial = [0u8; ID_BYTES];
         if let Some(given) = options.serial {
@@ -211,20 +268,40 @@ impl Block {
                 "disk size is not a multiple of 512 bytes; the guest sees {capacity} sectors"
             );
         }
+        let event = EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?;
         Ok(Self {
             read_only: disk.is_read_only(),
-            disk,
+            executor: Executor::new(disk, serial),
             capacity,
-            serial,
             config: build_config(capacity),
             acked_features: 0,
             queue_sizes: [QUEUE_SIZE],
             rate_limiter: options.rate_limiter,
             throttled_until: None,
             active: None,
-            scratch: storage::AlignedBuffer::new(CHUNK, SCRATCH_ALIGN),
+            event: Arc::new(event),
+            io: None,
+            in_flight: 0,
+            quiesced: false,
             stats: BlockStats::default(),
         })
+    }
+
+    /// Runs data requests on `threads` I/O threads (at least 1, at most the queue size),
+    /// each over its own handle on the disk ([`DiskBackend::try_clone`]): that many run at
+    /// once. Fails if the disk cannot be shared or a thread cannot start.
+    pub fn with_io_threads(mut self, threads: usize) -> Result<Self, BlockError> {
+        let threads = threads.clamp(1, usize::from(QUEUE_SIZE));
+        let failed = |source| BlockError::IoThreads { threads, source };
+        if self.in_flight > 0 {
+            return Err(failed(std::io::Error::other("requests are in flight")));
+        }
+        let executors = (0..threads)
+            .map(|_| self.executor.try_clone())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        self.io = Some(IoThreads::start(executors, self.event.clone()).map_err(failed)?);
+        Ok(self)
     }
 
     /// Capacity in 512-byte sectors.
@@ -242,26 +319,33 @@ impl Block {
         self.stats
     }
 
-    /// Serves every available request of `queue`, with driver notifications off meanwhile,
-    /// then interrupts the driver if it asked for it.
+    /// Publishes the requests the I/O threads finished, then serves the available requests
+    /// of `queue` (with driver notifications off meanwhile) while there is room in flight
+    /// (always, synchronously, without `use_threads`), then interrupts the driver if it
+    /// asked for it.
     fn drain(
         &mut self,
         mem: &VirtioMemory,
         queue: &mut Queue,
         interrupt: &dyn VirtioInterrupt,
+        use_threads: bool,
     ) -> Result<(), DeviceError> {
-        let queue_error = |source| DeviceError::Queue {
-            index: REQUEST_QUEUE,
-            source,
-        };
-        let mut used_any = false;
+        let completions = self.take_completions();
+        let mut used_any = self.publish(mem, queue, completions)?;
+        if self.quiesced {
+            return notify(mem, queue, interrupt, used_any);
+        }
         self.throttled_until = None;
         loop {
             queue.disable_notification(mem).map_err(queue_error)?;
-            while let Some(chain) = queue.iter(mem).map_err(queue_error)?.next() {
+            while !(use_threads && self.threads_busy()) {
+                let Some(chain) = queue.iter(mem).map_err(queue_error)?.next() else {
+                    break;
+                };
                 let head = chain.head_index();
-                let len = match self.serve(mem, collect_chain(chain)) {
+                let len = match self.serve(mem, collect_chain(chain), head, use_threads) {
                     Served::Used(len) => len,
+                    Served::Submitted => continue,
                     Served::Throttled(until) => {
                         queue.go_to_previous_position();
                         self.throttled_until = Some(until);
@@ -271,20 +355,128 @@ impl Block {
                         return notify(mem, queue, interrupt, used_any);
                     }
                 };
-                match queue.add_used(mem, head, len) {
-                    Ok(()) => used_any = true,
-                    // A head index past the table: nothing to return it on; skip it.
-                    Err(virtio_queue::Error::InvalidDescriptorIndex) => {
-                        tracing::debug!(head, "virtio-blk request with an invalid head skipped");
-                    }
-                    Err(error) => return Err(queue_error(error)),
-                }
+                used_any |= add_used(mem, queue, head, len)?;
+            }
+            if use_threads && self.in_flight > 0 {
+                // The next completion processes the queue again: the driver need not notify
+                // (a notification costs the guest an exit) until nothing is in flight.
+                break;
             }
             if !queue.enable_notification(mem).map_err(queue_error)? {
                 break;
             }
         }
         notify(mem, queue, interrupt, used_any)
+    }
+
+    /// Whether every I/O thread has a request.
+    fn threads_busy(&self) -> bool {
+        self.io
+            .as_ref()
+            .is_some_and(|io| self.in_flight >= io.len())
+    }
+
+    /// What the I/O threads finished since last asked.
+    fn take_completions(&self) -> Vec<Completion> {
+        self.io
+            .as_ref()
+            .map(IoThreads::take_completions)
+            .unwrap_or_default()
+    }
+
+    /// Answers finished requests and returns them used; true if any was. Every completion
+    /// is accounted for even when the ring breaks (the first error is returned).
+    fn publish(
+        &mut self,
+        mem: &VirtioMemory,
+        queue: &mut Queue,
+        completions: Vec<Completion>,
+    ) -> Result<bool, DeviceError> {
+        let mut used_any = false;
+        let mut first_error = None;
+        for done in completions {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            let len = self.finish(
+                mem,
+                done.request,
+                done.status,
+                done.status_at,
+                done.used_len,
+            );
+            match add_used(mem, queue, done.head, len) {
+                Ok(used) => used_any |= used,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(used_any),
+        }
+    }
+
+    /// Waits for every request in flight and publishes them.
+    fn finish_in_flight(
+        &mut self,
+        mem: &VirtioMemory,
+        queue: &mut Queue,
+        interrupt: &dyn VirtioInterrupt,
+    ) -> Result<(), DeviceError> {
+        let mut used_any = false;
+        while self.in_flight > 0 {
+            let Some(io) = &self.io else { break };
+            let completions = io.wait_completions();
+            used_any |= self.publish(mem, queue, completions)?;
+        }
+        notify(mem, queue, interrupt, used_any)
+    }
+
+    /// Waits for every request in flight and forgets them (the queue is being reset: they
+    /// must not be published, but their threads must be done with guest memory).
+    fn drop_in_flight(&mut self) {
+        while self.in_flight > 0 {
+            let Some(io) = &self.io else { break };
+            for done in io.wait_completions() {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if done.status == Status::Ok {
+                    self.count(done.request);
+                }
+            }
+        }
+        self.in_flight = 0;
+    }
+
+    /// Has the event loop process the queue (as a completion does).
+    fn kick(&self) {
+        if let Err(error) = self.event.write(1) {
+            tracing::warn!(%error, "cannot signal the virtio-blk event");
+        }
+    }
+}
+
+fn queue_error(source: virtio_queue::Error) -> DeviceError {
+    DeviceError::Queue {
+        index: REQUEST_QUEUE,
+        source,
+    }
+}
+
+/// Returns `head` used with `len` bytes; true if it was (a head index past the table has
+/// nothing to return it on: it is skipped).
+fn add_used(
+    mem: &VirtioMemory,
+    queue: &mut Queue,
+    head: u16,
+    len: u32,
+) -> Result<bool, DeviceError> {
+    match queue.add_used(mem, head, len) {
+        Ok(()) => Ok(true),
+        Err(virtio_queue::Error::InvalidDescriptorIndex) => {
+            tracing::debug!(head, "virtio-blk request with an invalid head skipped");
+            Ok(false)
+        }
+        Err(error) => Err(queue_error(error)),
     }
 }
 
@@ -295,13 +487,7 @@ fn notify(
     interrupt: &dyn VirtioInterrupt,
     used_any: bool,
 ) -> Result<(), DeviceError> {
-    let needs = used_any
-        && queue
-            .needs_notification(mem)
-            .map_err(|source| DeviceError::Queue {
-                index: REQUEST_QUEUE,
-                source,
-            })?;
+    let needs = used_any && queue.needs_notification(mem).map_err(queue_error)?;
     if needs {
         interrupt.signal_queue(REQUEST_QUEUE);
     }
@@ -309,8 +495,15 @@ fn notify(
 }
 
 impl Block {
-    /// Answers one chain.
-    fn serve(&mut self, mem: &VirtioMemory, chain: Result<Vec<Descriptor>, ChainError>) -> Served {
+    /// Answers one chain (whose head is `head`), or hands it to an I/O thread when
+    /// `use_threads` and the device has them.
+    fn serve(
+        &mut self,
+        mem: &VirtioMemory,
+        chain: Result<Vec<Descriptor>, ChainError>,
+        head: u16,
+        use_threads: bool,
+    ) -> Served {
         let descriptors = match chain {
             Ok(descriptors) => descriptors,
             Err(error) => {
@@ -324,7 +517,9 @@ impl Block {
             Err(Refusal { status, reason }) => {
                 tracing::debug!(reason, "virtio-blk request malformed");
                 return match status {
-                    Some((addr, used_len)) => self.answer(mem, addr, Status::IoErr, used_len),
+                    Some((addr, used_len)) => {
+                        Served::Used(self.answer(mem, addr, Status::IoErr, used_len))
+                    }
                     None => {
                         self.stats.refused += 1;
                         Served::Used(0)
@@ -334,25 +529,49 @@ impl Block {
         };
         let request = match self.validate(mem, &framed) {
             Ok(request) => request,
-            Err(status) => return self.answer(mem, framed.status, status, framed.used_len),
+            Err(status) => {
+                return Served::Used(self.answer(mem, framed.status, status, framed.used_len));
+            }
         };
         if let Some(limiter) = &mut self.rate_limiter
             && let Err(wait) = limiter.consume(request.bytes())
         {
             return Served::Throttled(limiter.now() + wait);
         }
-        let status = self.execute(mem, request, &framed);
-        self.answer(mem, framed.status, status, framed.used_len)
+        if let Some(io) = self.io.as_ref().filter(|_| use_threads)
+            && request != Request::GetId
+        {
+            let mem = mem.clone();
+            io.submit(Job {
+                head,
+                request,
+                framed,
+                mem,
+            });
+            self.in_flight += 1;
+            return Served::Submitted;
+        }
+        let status = self.executor.run(mem, request, &framed);
+        Served::Used(self.finish(mem, request, status, framed.status, framed.used_len))
     }
 
-    /// Writes the status byte and counts the outcome.
-    fn answer(
+    /// Counts a request that ran and answers it; returns the used length.
+    fn finish(
         &mut self,
         mem: &VirtioMemory,
-        at: GuestAddress,
+        request: Request,
         status: Status,
+        at: GuestAddress,
         used: u32,
-    ) -> Served {
+    ) -> u32 {
+        if status == Status::Ok {
+            self.count(request);
+        }
+        self.answer(mem, at, status, used)
+    }
+
+    /// Writes the status byte and counts the outcome; returns the used length.
+    fn answer(&mut self, mem: &VirtioMemory, at: GuestAddress, status: Status, used: u32) -> u32 {
         match status {
             Status::Ok => {}
             Status::IoErr => self.stats.errors += 1,
@@ -362,7 +581,7 @@ impl Block {
             // Checked against guest memory with the chain; nothing else to do.
             tracing::debug!(addr = at.0, "virtio-blk status byte not writable");
         }
-        Served::Used(used)
+        used
     }
 
     /// Checks a framed request against the disk and the negotiated features.
@@ -461,36 +680,6 @@ impl Block {
         })
     }
 
-    /// Runs a valid request against the disk.
-    fn execute(&mut self, mem: &VirtioMemory, request: Request, framed: &Framed) -> Status {
-        let result = match request {
-            Request::Read { offset, len } => self.read(mem, &framed.writable, offset, len),
-            Request::Write { offset, len } => self.write(mem, &framed.readable, offset, len),
-            Request::Flush => self.disk.flush().map_err(Into::into),
-            Request::GetId => {
-                let n = total_len(&framed.writable).min(ID_BYTES as u64) as usize;
-                Cursor::new(&framed.writable)
-                    .write(mem, &self.serial[..n])
-                    .map_err(Into::into)
-            }
-            Request::Discard { offset, len } => self.disk.discard(offset, len).map_err(Into::into),
-            Request::WriteZeroes { offset, len, unmap } => self
-                .disk
-                .write_zeroes(offset, len, unmap)
-                .map_err(Into::into),
-        };
-        match result {
-            Ok(()) => {
-                self.count(request);
-                Status::Ok
-            }
-            Err(error) => {
-                tracing::warn!(%error, ?request, "virtio-blk request failed");
-                Status::IoErr
-            }
-        }
-    }
-
     fn count(&mut self, request: Request) {
         let stats = &mut self.stats;
         match request {
@@ -508,144 +697,6 @@ impl Block {
             Request::WriteZeroes { .. } => stats.write_zeroes += 1,
         }
     }
-
-    /// Disk → guest, straight into the guest's buffers.
-    fn read(
-        &mut self,
-        mem: &VirtioMemory,
-        buffers: &[request::Segment],
-        offset: u64,
-        len: u64,
-    ) -> Result<(), ExecuteError> {
-        let Some(slices) = guest_slices(mem, buffers) else {
-            return self.read_bounced(mem, buffers, offset, len);
-        };
-        let read = self.disk.read_vectored_at(offset, &host_segments(&slices));
-        // The disk wrote through raw pointers, which the dirty bitmap does not see; a failed
-        // read may still have written some of the bytes.
-        for slice in &slices {
-            slice.bitmap().mark_dirty(0, slice.len());
-        }
-        read?;
-        Ok(())
-    }
-
-    /// Guest → disk, straight from the guest's buffers.
-    fn write(
-        &mut self,
-        mem: &VirtioMemory,
-        buffers: &[request::Segment],
-        offset: u64,
-        len: u64,
-    ) -> Result<(), ExecuteError> {
-        let Some(slices) = guest_slices(mem, buffers) else {
-            return self.write_bounced(mem, buffers, offset, len);
-        };
-        self.disk
-            .write_vectored_at(offset, &host_segments(&slices))?;
-        Ok(())
-    }
-
-    /// Disk → guest through the bounce buffer, a chunk at a time.
-    fn read_bounced(
-        &mut self,
-        mem: &VirtioMemory,
-        buffers: &[request::Segment],
-        offset: u64,
-        len: u64,
-    ) -> Result<(), ExecuteError> {
-        self.bounce(buffers, offset, len, |disk, at, chunk, cursor| {
-            disk.read_at(at, chunk)?;
-            cursor.write(mem, chunk)?;
-            Ok(())
-        })
-    }
-
-    /// Guest → disk through the bounce buffer, a chunk at a time.
-    fn write_bounced(
-        &mut self,
-        mem: &VirtioMemory,
-        buffers: &[request::Segment],
-        offset: u64,
-        len: u64,
-    ) -> Result<(), ExecuteError> {
-        self.bounce(buffers, offset, len, |disk, at, chunk, cursor| {
-            cursor.read(mem, chunk)?;
-            disk.write_at(at, chunk)?;
-            Ok(())
-        })
-    }
-
-    /// Walks `len` bytes at disk `offset` and in `buffers` a bounce-buffer chunk at a time;
-    /// `copy` moves one chunk (at its disk offset) between the disk, the bounce buffer and
-    /// the guest's buffers.
-    fn bounce(
-        &mut self,
-        buffers: &[request::Segment],
-        offset: u64,
-        len: u64,
-        mut copy: impl FnMut(
-            &mut dyn DiskBackend,
-            u64,
-            &mut [u8],
-            &mut Cursor<'_>,
-        ) -> Result<(), ExecuteError>,
-    ) -> Result<(), ExecuteError> {
-        let mut cursor = Cursor::new(buffers);
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            let chunk = &mut self.scratch.as_mut_slice()[..n];
-            // Inside the disk (checked with the request): no overflow.
-            copy(&mut *self.disk, offset + done, chunk, &mut cursor)?;
-            done += n as u64;
-        }
-        Ok(())
-    }
-}
-
-/// A slice of guest memory with its piece of the dirty bitmap.
-type GuestSlice<'m> = VolatileSlice<'m, vm_memory::bitmap::MS<'m, VirtioMemory>>;
-
-/// The guest memory of `segments`, in order, cut where memory regions end; `None` if any
-/// byte is not in guest memory (the chain checks rule that out) or a length does not fit.
-fn guest_slices<'m>(
-    mem: &'m VirtioMemory,
-    segments: &[request::Segment],
-) -> Option<Vec<GuestSlice<'m>>> {
-    let mut slices = Vec::with_capacity(segments.len());
-    for segment in segments {
-        let len = usize::try_from(segment.len).ok()?;
-        for slice in GuestMemoryBackend::get_slices(mem, segment.addr, len) {
-            slices.push(slice.ok()?);
-        }
-    }
-    Some(slices)
-}
-
-/// The host segments of `slices`, valid while the slices borrow guest memory.
-fn host_segments<'m>(slices: &[GuestSlice<'m>]) -> Vec<IoSliceRaw<'m>> {
-    slices
-        .iter()
-        .map(|slice| {
-            let guard = slice.ptr_guard_mut();
-            // SAFETY: the bytes are a mapping of guest memory that `mem` (borrowed for 'm)
-            // owns, so they stay mapped, readable and writable for 'm; the `PtrGuardMut`
-            // only carries the address (the xen feature, which maps on demand, is not
-            // enabled). No Rust reference covers guest memory: the guest may write these
-            // bytes while the disk uses them, which only garbles its own data.
-            unsafe { IoSliceRaw::new(guard.as_ptr(), guard.len()) }
-        })
-        .collect()
-}
-
-/// Why a valid request failed: the disk or (never expected) guest memory.
-#[derive(Debug, thiserror::Error)]
-enum ExecuteError {
-    #[error(transparent)]
-    Disk(#[from] std::io::Error),
-    #[error("guest memory: {0}")]
-    Memory(#[from] vm_memory::GuestMemoryError),
 }
 
 fn parse_range(raw: &[u8; RANGE_LEN as usize]) -> (u64, u32, u32) {
@@ -718,7 +769,8 @@ impl ExternalQueues for Block {
         interrupt: &dyn VirtioInterrupt,
     ) -> Result<(), DeviceError> {
         let queue = crate::device::single_external_queue(queues, index)?;
-        self.drain(mem, queue, interrupt)
+        // Synchronous: nobody watches the completion eventfd of an external queue.
+        self.drain(mem, queue, interrupt, false)
     }
 }
 
@@ -759,17 +811,20 @@ impl VirtioDevice for Block {
         interrupt: Arc<dyn VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
         self.active = Some(ActiveQueue::activate(mem, queues, interrupt)?);
+        // Requests already available (a restored snapshot's) get processed.
+        self.kick();
         Ok(())
     }
 
     fn process_queue(&mut self, index: u16) -> Result<(), DeviceError> {
         let mut active = ActiveQueue::take(&mut self.active, index)?;
-        let result = self.drain(&active.mem, &mut active.queue, &*active.interrupt);
+        let result = self.drain(&active.mem, &mut active.queue, &*active.interrupt, true);
         self.active = Some(active);
         result
     }
 
     fn reset(&mut self) {
+        self.drop_in_flight();
         self.active = None;
         self.acked_features = 0;
         self.throttled_until = None;
@@ -780,6 +835,34 @@ impl VirtioDevice for Block {
     }
 
     fn queue_states(&self) -> Option<Vec<QueueState>> {
+        if self.in_flight > 0 {
+            // The positions would count requests as taken that are not used yet.
+            tracing::warn!(
+                in_flight = self.in_flight,
+                "virtio-blk state asked for while requests are in flight (not quiesced)"
+            );
+            return None;
+        }
         ActiveQueue::states(&self.active)
+    }
+
+    fn queue_event(&self, index: u16) -> Option<&EventFd> {
+        (index == REQUEST_QUEUE).then_some(&*self.event)
+    }
+
+    fn quiesce(&mut self) -> Result<(), DeviceError> {
+        self.quiesced = true;
+        let Some(mut active) = self.active.take() else {
+            self.drop_in_flight();
+            return Ok(());
+        };
+        let result = self.finish_in_flight(&active.mem, &mut active.queue, &*active.interrupt);
+        self.active = Some(active);
+        result
+    }
+
+    fn resume(&mut self) {
+        self.quiesced = false;
+        self.kick();
     }
 }

@@ -44,10 +44,23 @@ fn random_extent(rng: &mut XorShift, capacity: u64, max_sectors: u64) -> (u64, u
 
 #[test]
 fn a_thousand_mixed_requests_match_a_model_of_the_disk() {
+    mixed_requests_match_a_model(None);
+}
+
+#[test]
+fn a_thousand_mixed_requests_on_io_threads_match_a_model_of_the_disk() {
+    mixed_requests_match_a_model(Some(3));
+}
+
+fn mixed_requests_match_a_model(io_threads: Option<usize>) {
     const LEN: usize = 2 << 20;
     let disk = TempDisk::new("mixed", &pattern(0, LEN));
     let mem = guest_memory();
-    let mut h = Harness::new(&mem, file_block(&disk, false));
+    let mut block = file_block(&disk, false);
+    if let Some(threads) = io_threads {
+        block = block.with_io_threads(threads).unwrap();
+    }
+    let mut h = Harness::new(&mem, block);
     let mut model = pattern(0, LEN);
     let capacity = (LEN / 512) as u64;
     let mut rng = XorShift::new(0x626c_6b21);
@@ -195,6 +208,10 @@ impl DiskBackend for MemDisk {
 
     fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn DiskBackend>> {
+        Ok(Box::new(self.clone()))
     }
 }
 
@@ -397,14 +414,43 @@ fn hostile_queue<'a>(rng: &mut XorShift, mem: &'a VirtioMemory) -> DriverQueue<'
     vq
 }
 
-/// Runs one random queue; returns how many requests reached the disk.
-fn run_hostile_case(rng: &mut XorShift) -> u64 {
+/// Processes the queue, with I/O threads until every request taken is published and no
+/// more is taken (the device may stop at the threads' depth).
+fn process_all(device: &mut Block, io_threads: bool) {
+    let _ = device.process_queue(0);
+    if !io_threads {
+        return;
+    }
+    let mut position = None;
+    loop {
+        if device.quiesce().is_err() {
+            return;
+        }
+        let now = device.queue_states().map(|states| states[0].next_avail);
+        if now == position {
+            return;
+        }
+        position = now;
+        device.resume();
+        if device.process_queue(0).is_err() {
+            let _ = device.quiesce();
+            return;
+        }
+    }
+}
+
+/// Runs one random queue (on I/O threads or not); returns how many requests reached the
+/// disk.
+fn run_hostile_case(rng: &mut XorShift, io_threads: Option<usize>) -> u64 {
     let mem =
         VirtioMemory::from_ranges(&REGIONS.map(|(base, len)| (GuestAddress(base), len))).unwrap();
     let vq = hostile_queue(rng, &mem);
     let size = vq.size;
     let disk = MemDisk::new(DISK_LEN, rng.chance(4));
     let mut device = Block::new(Box::new(disk.clone()), BlockOptions::default()).unwrap();
+    if let Some(threads) = io_threads {
+        device = device.with_io_threads(threads).unwrap();
+    }
     let offered = device.features();
     device.ack_features(offered & rng.next());
     let mut queue = vq.queue();
@@ -417,7 +463,7 @@ fn run_hostile_case(rng: &mut XorShift) -> u64 {
     let used_ring = vq.used..vq.used + vq.used_ring_len();
     let before = read_regions(&mem);
 
-    let _ = device.process_queue(0);
+    process_all(&mut device, io_threads.is_some());
 
     let changed = changed_addresses(&before, &read_regions(&mem));
     for addr in changed {
@@ -450,10 +496,21 @@ fn block_survives_random_queues_and_writes_only_its_buffers() {
     let mut rng = XorShift::new(0x0062_6c6b);
     let mut served = 0u64;
     for _ in 0..CASES {
-        served += run_hostile_case(&mut rng);
+        served += run_hostile_case(&mut rng, None);
     }
     // The generator must still produce valid requests, or the test checks little.
     assert!(served > 1000, "only {served} requests reached the disk");
+}
+
+#[test]
+fn block_on_io_threads_survives_random_queues_and_writes_only_its_buffers() {
+    let mut rng = XorShift::new(0x0074_6872);
+    let mut served = 0u64;
+    for _ in 0..CASES / 4 {
+        let threads = 1 + rng.below(4) as usize;
+        served += run_hostile_case(&mut rng, Some(threads));
+    }
+    assert!(served > 250, "only {served} requests reached the disk");
 }
 
 #[test]

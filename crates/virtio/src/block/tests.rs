@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use storage::{Clock, RateLimiter, RawFile, RawFileOptions, TokenBucket};
+use storage::{Clock, IoSliceRaw, RateLimiter, RawFile, RawFileOptions, TokenBucket};
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -126,6 +126,9 @@ impl<'a> Harness<'a> {
         }
         self.driver.publish(self.slot, base);
         self.block.process_queue(0).unwrap();
+        // With I/O threads: wait for the request and publish it (a no-op without).
+        self.block.quiesce().unwrap();
+        self.block.resume();
         assert_eq!(self.driver.used_idx(), self.slot.wrapping_add(1));
         let (id, len) = self.driver.used_elem(self.slot);
         assert_eq!(id, u32::from(base));

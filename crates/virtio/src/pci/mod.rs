@@ -271,6 +271,20 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         bar.checked_add(offset)
     }
 
+    /// Has the device finish and publish what it runs on other threads, and start nothing
+    /// new until [`VirtioPciDevice::resume`] ([`VirtioDevice::quiesce`]); a queue that
+    /// breaks meanwhile sets `DEVICE_NEEDS_RESET`.
+    pub fn quiesce(&mut self) {
+        if let Err(error) = self.device.quiesce() {
+            self.needs_reset(&error);
+        }
+    }
+
+    /// Lets the device start requests again ([`VirtioDevice::resume`]).
+    pub fn resume(&mut self) {
+        self.device.resume();
+    }
+
     /// Sets `DEVICE_NEEDS_RESET` and tells the driver through a configuration interrupt.
     fn needs_reset(&mut self, why: &dyn std::fmt::Display) {
         tracing::warn!(
