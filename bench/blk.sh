@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # virtio-blk benchmark: sequential read and write throughput and 4 KiB random-read IOPS of the
 # bundled guest (request loop at CPL3) on oxvmm, as a ratio to what the host itself gets from
-# the same file. Builds oxvmm and bench/kvm-floor in release mode, then runs bench/kvm-floor's
+# the same file, at queue depth 1 and at the guest's queue depth. Builds oxvmm and bench/kvm-floor in release mode, then runs bench/kvm-floor's
 # blk-bench.
 # Usage: bench/blk.sh [RUNS] [-- EXTRA_BLK_BENCH_ARGS...]   (RUNS defaults to 5; e.g.
 # `-- --cache warm` for the page cache on both sides, `-- --dir /dev/shm` for tmpfs)

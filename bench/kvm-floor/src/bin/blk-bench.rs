@@ -7,6 +7,9 @@
 //! - the host: one thread doing synchronous `pread`/`pwrite` of the same request size at the
 //!   same offsets (queue depth 1), checking the offset stamp of every block it reads, timed with
 //!   a monotonic clock around the request loop;
+//! - the host at the guest's queue depth: as many threads as the guest keeps requests in flight,
+//!   each taking the next offset in order and doing the same `pread`/`pwrite` and checks (what
+//!   oxvmm's I/O threads do for the guest), timed around starting and joining them;
 //! - the guest: `oxvmm --disk path=FILE[,direct=on]` running the scenario
 //!   (`blk-bench-seq-read`, `blk-bench-seq-write`, `blk-bench-rand-read`) with `bench-mib`,
 //!   `bench-req-kib` and `bench-qd` on its command line; its request loop runs at CPL3 and times
@@ -370,6 +373,8 @@ struct HostDisk {
     file: File,
     len: u64,
     buffer: AlignedBuffer,
+    /// One buffer per thread of a run at queue depth > 1 (allocated on first use).
+    depth_buffers: Vec<AlignedBuffer>,
 }
 
 impl HostDisk {
@@ -386,6 +391,7 @@ impl HostDisk {
             file,
             len: image.len,
             buffer: AlignedBuffer::new(req_bytes.max(IO_CHUNK)),
+            depth_buffers: Vec::new(),
         })
     }
 
@@ -409,6 +415,48 @@ impl HostDisk {
                     .map_err(|bad| anyhow::anyhow!("host read at {offset}: {bad}"))?;
             }
         }
+        let elapsed = start.elapsed();
+        Ok(Sample {
+            bytes: params.bytes(),
+            requests: offsets.len() as u64,
+            elapsed,
+            times: None,
+        })
+    }
+
+    /// One timed run of `workload` with `qd` requests in flight: `qd` threads, each doing the
+    /// next request in order, synchronously, as the guest's queue keeps `qd` outstanding.
+    fn run_at_depth(
+        &mut self,
+        workload: Workload,
+        params: BlkBenchParams,
+        qd: usize,
+    ) -> anyhow::Result<Sample> {
+        let req = params.req_bytes() as usize;
+        let offsets = request_offsets(workload, params, self.len);
+        while self.depth_buffers.len() < qd {
+            self.depth_buffers.push(AlignedBuffer::new(req));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let file = &self.file;
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = self.depth_buffers[..qd]
+                .iter_mut()
+                .map(|buffer| {
+                    let (next, offsets) = (&next, &offsets);
+                    scope.spawn(move || {
+                        let buffer = &mut buffer.as_mut_slice()[..req];
+                        host_requests(file, workload, buffer, next, offsets)
+                    })
+                })
+                .collect();
+            threads.into_iter().try_for_each(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| bail!("a host I/O thread panicked"))
+            })
+        })?;
         let elapsed = start.elapsed();
         Ok(Sample {
             bytes: params.bytes(),
@@ -443,6 +491,29 @@ impl HostDisk {
     fn sync(&self) -> anyhow::Result<()> {
         self.file.sync_data().context("fdatasync the image")
     }
+}
+
+/// One thread of a run at queue depth > 1: takes the next offset until none is left.
+fn host_requests(
+    file: &File,
+    workload: Workload,
+    buffer: &mut [u8],
+    next: &std::sync::atomic::AtomicUsize,
+    offsets: &[u64],
+) -> anyhow::Result<()> {
+    while let Some(&offset) = offsets.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+        if workload.writes() {
+            protocol::blk_bench_stamp(buffer, offset, BLK_BENCH_HOST_TAG);
+            file.write_all_at(buffer, offset)
+                .with_context(|| format!("host write at {offset}"))?;
+        } else {
+            file.read_exact_at(buffer, offset)
+                .with_context(|| format!("host read at {offset}"))?;
+            protocol::blk_bench_check_stamps(buffer, offset, None)
+                .map_err(|bad| anyhow::anyhow!("host read at {offset}: {bad}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The offsets a run of `workload` uses, in order: the guest's, computed the same way.
@@ -582,6 +653,8 @@ fn check_written(disk: &mut HostDisk, len: u64, tag: u64) -> anyhow::Result<()> 
 enum Side {
     /// The host alone.
     Host,
+    /// The host with as many requests in flight as the guest keeps (one thread each).
+    HostAtGuestDepth,
     /// The host, while another oxvmm guest spins at CPL3 as the benchmark guest's polling loop
     /// does: on a machine with few CPUs that loop competes with the host's I/O path.
     HostBesideSpinner,
@@ -603,6 +676,7 @@ fn measure(
     }
     let sample = match side {
         Side::Host => disk.run(workload, params)?,
+        Side::HostAtGuestDepth => disk.run_at_depth(workload, params, params.qd as usize)?,
         Side::HostBesideSpinner => {
             let _spinner = Spinner::start(options)?;
             disk.run(workload, params)?
@@ -680,6 +754,7 @@ impl Drop for Spinner {
 struct Results {
     workload: Workload,
     host: Vec<Sample>,
+    host_qd: Vec<Sample>,
     host_beside: Vec<Sample>,
     guest: Vec<Sample>,
 }
@@ -690,18 +765,25 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     let req_max = options.seq.req_bytes().max(options.rand.req_bytes()) as usize;
     let mut disk = HostDisk::open(&image, options.cache, req_max)?;
     for &workload in &options.workloads {
-        for side in [Side::Host, Side::HostBesideSpinner, Side::Guest] {
+        for side in [
+            Side::Host,
+            Side::HostAtGuestDepth,
+            Side::HostBesideSpinner,
+            Side::Guest,
+        ] {
             measure(options, &image, &mut disk, workload, side)?;
         }
         let mut result = Results {
             workload,
             host: Vec::with_capacity(options.runs),
+            host_qd: Vec::with_capacity(options.runs),
             host_beside: Vec::with_capacity(options.runs),
             guest: Vec::with_capacity(options.runs),
         };
         for _ in 0..options.runs {
             let mut run = |side| measure(options, &image, &mut disk, workload, side);
             result.host.push(run(Side::Host)?);
+            result.host_qd.push(run(Side::HostAtGuestDepth)?);
             result.host_beside.push(run(Side::HostBesideSpinner)?);
             result.guest.push(run(Side::Guest)?);
         }
@@ -723,6 +805,10 @@ fn print_header(options: &Options) {
     );
     println!("cache: {cache}");
     println!("host: one thread, synchronous pread/pwrite (queue depth 1), same sizes and offsets");
+    println!(
+        "host QD: the same requests in order with the guest's queue depth in flight \
+         (one thread per request in flight)"
+    );
     println!(
         "guest: {} with {GUEST_MEMORY} RAM, request loop at CPL3 timed on its TSC; \
          oxvmm: {}",
@@ -746,8 +832,8 @@ fn print_header(options: &Options) {
     );
     println!("figures are medians, [min-max] in brackets\n");
     println!(
-        "{:<18} {:>26} {:>26} {:>26} {:>7} {:>9}  target",
-        "", "host", "host+spin", "oxvmm guest", "g/host", "g/h+spin"
+        "{:<18} {:>26} {:>26} {:>26} {:>26} {:>7} {:>7} {:>9}  target",
+        "", "host", "host QD", "host+spin", "oxvmm guest", "g/host", "g/hQD", "g/h+spin"
     );
 }
 
@@ -765,6 +851,7 @@ fn print_result(result: &Results) {
         (med, format!("{med:.1} [{min:.1}-{max:.1}]"))
     };
     let (host, host_cell) = cell(figures(&result.host));
+    let (host_qd, host_qd_cell) = cell(figures(&result.host_qd));
     let (beside, beside_cell) = cell(figures(&result.host_beside));
     let (guest, guest_cell) = cell(figures(&result.guest));
     let ratio = guest / host;
@@ -779,8 +866,10 @@ fn print_result(result: &Results) {
         String::new()
     };
     println!(
-        "{:<18} {host_cell:>26} {beside_cell:>26} {guest_cell:>26} {ratio:>6.2}x {:>8.2}x  {target}",
+        "{:<18} {host_cell:>26} {host_qd_cell:>26} {beside_cell:>26} {guest_cell:>26} \
+         {ratio:>6.2}x {:>6.2}x {:>8.2}x  {target}",
         format!("{} ({unit})", workload.name()),
+        guest / host_qd,
         guest / beside,
     );
     if let Some((submit, wait)) = guest_split(&result.guest) {
@@ -864,8 +953,15 @@ mod tests {
         let write = disk
             .run(Workload::SeqWrite, params(1, 128))
             .expect("writes");
+        let read_qd = disk
+            .run_at_depth(Workload::SeqRead, params(2, 128), 3)
+            .expect("reads at depth 3");
+        let write_qd = disk
+            .run_at_depth(Workload::SeqWrite, params(1, 4), 4)
+            .expect("writes at depth 4");
 
         assert_eq!((read.requests, write.requests), (256, 8));
+        assert_eq!((read_qd.requests, write_qd.requests), (16, 256));
         check_written(&mut disk, MIB, BLK_BENCH_HOST_TAG).expect("the host's stamps");
         assert!(check_written(&mut disk, 2 * MIB, BLK_BENCH_HOST_TAG).is_ok());
         assert!(check_written(&mut disk, MIB, BLK_BENCH_GUEST_TAG).is_err());
