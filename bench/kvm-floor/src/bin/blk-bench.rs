@@ -46,7 +46,7 @@ use guests::protocol::{
 };
 
 const GUEST_MEMORY: &str = "256M";
-/// The issue's target for sequential throughput, oxvmm guest / host.
+/// The issue's target for sequential throughput, oxvmm guest / host at the guest's queue depth.
 const TARGET_SEQ_RATIO: f64 = 0.9;
 /// How long one guest run may take before it is declared hung.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -855,21 +855,23 @@ fn print_result(result: &Results) {
     let (beside, beside_cell) = cell(figures(&result.host_beside));
     let (guest, guest_cell) = cell(figures(&result.guest));
     let ratio = guest / host;
+    // Judged at equal depth: the guest keeps several requests in flight, which oxvmm's I/O
+    // threads overlap, so a host at depth 1 would flatter it.
+    let ratio_qd = guest / host_qd;
     let target = if workload.sequential() {
-        let verdict = if ratio >= TARGET_SEQ_RATIO {
+        let verdict = if ratio_qd >= TARGET_SEQ_RATIO {
             "met"
         } else {
             "missed"
         };
-        format!(">= {TARGET_SEQ_RATIO:.2}x: {verdict}")
+        format!("g/hQD >= {TARGET_SEQ_RATIO:.2}x: {verdict}")
     } else {
         String::new()
     };
     println!(
         "{:<18} {host_cell:>26} {host_qd_cell:>26} {beside_cell:>26} {guest_cell:>26} \
-         {ratio:>6.2}x {:>6.2}x {:>8.2}x  {target}",
+         {ratio:>6.2}x {ratio_qd:>6.2}x {:>8.2}x  {target}",
         format!("{} ({unit})", workload.name()),
-        guest / host_qd,
         guest / beside,
     );
     if let Some((submit, wait)) = guest_split(&result.guest) {
