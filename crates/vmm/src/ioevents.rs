@@ -6,6 +6,7 @@
 //! address is checked again. A new KVM VM (after a reboot) starts with none registered.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use devices::bus::BusRange;
@@ -120,6 +121,10 @@ pub struct IoEvents {
     vm: RwLock<Option<Arc<hypervisor::Vm>>>,
     /// Written when a BAR moves, so the event loop re-registers.
     remapped: Arc<EventFd>,
+    /// Set when a BAR moves; the vCPU that moved it re-registers before it runs the guest
+    /// again ([`IoEvents::sync_if_moved`]), so the guest's next notification finds the new
+    /// registration rather than depending on when the event loop gets to it.
+    moved: Arc<AtomicBool>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,6 +153,7 @@ impl IoEvents {
             queues,
             vm: RwLock::new(None),
             remapped: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+            moved: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -155,6 +161,7 @@ impl IoEvents {
     pub fn bar_observer(&self) -> Arc<dyn PciBarObserver> {
         Arc::new(BarWatcher {
             remapped: self.remapped.clone(),
+            moved: self.moved.clone(),
         })
     }
 
@@ -167,8 +174,17 @@ impl IoEvents {
         self.sync();
     }
 
+    /// Re-registers if a BAR moved since the last sync: called by a vCPU after an I/O or MMIO
+    /// write, with no device or PCI lock held.
+    pub fn sync_if_moved(&self) {
+        if self.moved.load(Ordering::Acquire) {
+            self.sync();
+        }
+    }
+
     /// Moves each registration to its queue's current notify address.
     pub fn sync(&self) {
+        self.moved.store(false, Ordering::Release);
         let vm = self.vm.read().unwrap_or_else(|e| e.into_inner());
         let Some(vm) = vm.as_ref() else { return };
         for queue in &self.queues {
@@ -212,6 +228,7 @@ impl IoEvents {
 
 struct BarWatcher {
     remapped: Arc<EventFd>,
+    moved: Arc<AtomicBool>,
 }
 
 impl PciBarObserver for BarWatcher {
@@ -222,7 +239,9 @@ impl PciBarObserver for BarWatcher {
         _old: Option<BusRange>,
         _new: Option<BusRange>,
     ) {
-        // Called with the PCI root locked (from a vCPU's config write): only wake the loop.
+        // Called with the PCI root locked (from a vCPU's config write): only mark the move
+        // (that vCPU re-registers once the write is done) and wake the loop.
+        self.moved.store(true, Ordering::Release);
         if let Err(e) = self.remapped.write(1) {
             tracing::warn!("cannot signal a BAR move: {e}");
         }

@@ -90,6 +90,8 @@ fn run_once(vcpu: &mut Vcpu, shared: &VcpuShared) -> Option<StopReason> {
                     tracing::trace!("unhandled write to port {port:#x}");
                 }
             }
+            // A configuration write may have moved a BAR.
+            devices.pci.ioevents.sync_if_moved();
         }
         VcpuExit::MmioRead(addr, data) => {
             if !devices.mmio.read(addr, data) {
@@ -100,6 +102,7 @@ fn run_once(vcpu: &mut Vcpu, shared: &VcpuShared) -> Option<StopReason> {
             if !devices.mmio.write(addr, data) {
                 tracing::trace!("unhandled MMIO write at {addr:#x}");
             }
+            devices.pci.ioevents.sync_if_moved();
         }
         VcpuExit::IoapicEoi(vector) => devices
             .ioapic
