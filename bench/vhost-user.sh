@@ -11,7 +11,12 @@
 # TCG emulates the guest's CPU in software, so absolute numbers are far below a KVM host's;
 # the ratio is what this measures: both back-ends see the same guest, the same requests.
 #
-# Usage: bench/vhost-user.sh            (SIZE_MIB=256 ROUNDS=5 by default)
+# With JOBS=N the guest runs N dd's at once, each on its own SIZE_MIB/N at its own offset
+# (more requests in flight: what the back-ends' I/O threads are for). BASELINE_BIN=path adds a
+# third back-end, another oxvmm-vhost-user binary (e.g. an older commit's), to the same
+# rounds, for an A/B comparison against the same qemu-storage-daemon runs.
+#
+# Usage: bench/vhost-user.sh            (SIZE_MIB=256 ROUNDS=5 JOBS=1 by default)
 # Needs: qemu-system-x86 (qemu-system-x86_64), qemu-system-common or qemu-utils
 # (qemu-storage-daemon), busybox-static, and what crates/vhost-user/tests/linux-modules.sh
 # needs (apt-get, dpkg-deb, lz4).
@@ -19,6 +24,9 @@ set -euo pipefail
 
 size_mib=${SIZE_MIB:-256}
 rounds=${ROUNDS:-5}
+jobs=${JOBS:-1}
+baseline_bin=${BASELINE_BIN:-}
+per_job=$((size_mib / jobs))
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 
@@ -65,10 +73,14 @@ timed() {
     t0=\$(cut -d' ' -f1 /proc/uptime)
     "\$@" 2>/dev/null
     t1=\$(cut -d' ' -f1 /proc/uptime)
-    awk -v t0="\$t0" -v t1="\$t1" 'BEGIN { d = t1 - t0; if (d < 0.01) d = 0.01; printf "%.1f\\n", $size_mib * 1.048576 / d }'
+    awk -v t0="\$t0" -v t1="\$t1" 'BEGIN { d = t1 - t0; if (d < 0.01) d = 0.01; printf "%.1f\\n", $((per_job * jobs)) * 1.048576 / d }'
 }
-echo "BENCH read \$(timed dd if=/dev/vda of=/dev/null bs=1M count=$size_mib iflag=direct)"
-echo "BENCH write \$(timed dd if=/dev/zero of=/dev/vda bs=1M count=$size_mib oflag=direct)"
+# $jobs dd's at once, job i on its own $per_job MiB at offset i * $per_job MiB.
+rd() { dd if=/dev/vda of=/dev/null bs=1M count=$per_job skip=\$((\$1 * $per_job)) iflag=direct; }
+wr() { dd if=/dev/zero of=/dev/vda bs=1M count=$per_job seek=\$((\$1 * $per_job)) oflag=direct; }
+all() { i=0; while [ \$i -lt $jobs ]; do "\$1" \$i & i=\$((i + 1)); done; wait; }
+echo "BENCH read \$(timed all rd)"
+echo "BENCH write \$(timed all wr)"
 poweroff -f
 EOF
 chmod +x "$rootfs/init"
@@ -109,14 +121,25 @@ qemu-storage-daemon \
 pids+=($!)
 wait_socket "$work/ours.sock"
 wait_socket "$work/qsd.sock"
+if [[ -n $baseline_bin ]]; then
+    # An image of its own: each oxvmm-vhost-user holds an exclusive lock on its image.
+    dd if=/dev/zero of="$work/base.img" bs=1M count=$((size_mib * 2)) status=none
+    "$baseline_bin" --socket "$work/base.sock" blk "path=$work/base.img" 2>"$work/base.log" &
+    pids+=($!)
+    wait_socket "$work/base.sock"
+fi
 # One boot per back-end per round, alternating, so that a change in the machine's load
 # during the run affects both alike. Both back-ends stay up; only the guest comes and goes.
 ours=""
 qsd=""
+base=""
 for round in $(seq 1 "$rounds"); do
     echo "round $round/$rounds…" >&2
     ours+=$(run_guest "$work/ours.sock")$'\n'
     qsd+=$(run_guest "$work/qsd.sock")$'\n'
+    if [[ -n $baseline_bin ]]; then
+        base+=$(run_guest "$work/base.sock")$'\n'
+    fi
 done
 
 [[ -n $ours && -n $qsd ]] || {
@@ -131,5 +154,10 @@ for op in read write; do
     b=$({ grep "^BENCH $op " <<<"$qsd" || true; } | cut -d' ' -f3 | median)
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
     printf '%-6s %22s %24s %8s\n' "$op" "$a" "$b" "$ratio"
+    if [[ -n $baseline_bin ]]; then
+        c=$({ grep "^BENCH $op " <<<"$base" || true; } | cut -d' ' -f3 | median)
+        ratio=$(awk -v a="$c" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
+        printf '%-6s %22s %24s %8s\n' "$op" "$c (baseline)" "$b" "$ratio"
+    fi
 done
-echo "(guest dd, ${size_mib} MiB in 1 MiB direct requests, median of $rounds; QEMU TCG guest, one vCPU)"
+echo "(guest dd, $((per_job * jobs)) MiB in 1 MiB direct requests, $jobs dd at once, median of $rounds; QEMU TCG guest, one vCPU)"

@@ -16,6 +16,16 @@
 //! vrings as above ([`virtio::ExternalQueues::process_external_event`]), so that host data
 //! reaches the guest without waiting for a kick.
 //!
+//! A device whose requests finish on threads of its own (virtio-blk's I/O threads,
+//! [`DeviceBackend::with_requests_in_flight`]) announces completions on that descriptor too;
+//! the worker publishes them and takes more requests. When the front-end stops a vring
+//! (`GET_VRING_BASE`) the device is handed that queue, no longer ready, before the ring's
+//! position is answered: it waits for the requests in flight and returns them used, so the
+//! position counts no request as taken that the driver will never see used. A reset or a
+//! disconnection waits for them in the device's reset (each request holds its own clone of
+//! the guest memory map, so a new memory table or the end of the connection never unmaps
+//! memory under it).
+//!
 //! Errors of the guest's making never stop the worker thread (`vhost-user-backend` ends it
 //! on any error `handle_event` returns): a queue the device cannot process (a broken ring) is
 //! logged and left alone until the front-end stops it (`GET_VRING_BASE`), resets the device
@@ -94,6 +104,13 @@ pub struct DeviceBackend {
     event_fd: Option<RawFd>,
     /// How to watch it: level-triggered unless the device asks otherwise.
     event_set: EventSet,
+    /// Whether a queue the front-end stops is handed to the device to finish its requests in
+    /// flight ([`DeviceBackend::with_requests_in_flight`]).
+    finishes_stopped_queues: bool,
+    /// This connection's vrings, as the worker thread last handed them over: what a stopped
+    /// queue is finished on (requests are only ever taken by the worker, so none is in flight
+    /// before it has handed them over once).
+    vrings: Mutex<Vec<VringRwLock<AtomicMemory>>>,
 }
 
 /// What the worker thread asks the device to do.
@@ -124,6 +141,8 @@ impl DeviceBackend {
             stopped: Mutex::new(vec![false; queue_sizes.len()]),
             event_fd: device.external_event_fd(),
             event_set: EventSet::IN,
+            finishes_stopped_queues: false,
+            vrings: Mutex::new(Vec::new()),
             device: Mutex::new(device),
             name,
             queue_sizes,
@@ -150,9 +169,19 @@ impl DeviceBackend {
     /// Forgets the front-end: the device is reset and the guest memory dropped, ready for the
     /// next connection.
     pub fn disconnected(&self) {
+        // The reset waits for requests still in flight (each holds its own memory map).
         lock(&self.device).reset();
         *lock(&self.memory) = None;
         lock(&self.stopped).fill(false);
+        lock(&self.vrings).clear();
+    }
+
+    /// For a device with requests in flight between two calls (virtio-blk's I/O threads):
+    /// when the front-end stops a vring, the device is handed that queue, no longer ready,
+    /// to wait for them and return them used before the ring's position is answered.
+    pub fn with_requests_in_flight(mut self) -> Self {
+        self.finishes_stopped_queues = true;
+        self
     }
 
     /// Watches the device's own descriptor edge-triggered: for a device that reads it until
@@ -194,6 +223,12 @@ impl DeviceBackend {
             }
             Work::DeviceEvent => None,
         };
+        if self.finishes_stopped_queues {
+            let mut known = lock(&self.vrings);
+            if known.is_empty() {
+                *known = vrings.to_vec();
+            }
+        }
         let memory = lock(&self.memory).clone();
         let guard = memory.as_ref().map(GuestMemoryAtomic::memory);
         if kicked.is_some() && guard.is_none() {
@@ -210,22 +245,67 @@ impl DeviceBackend {
         if kicked.is_some_and(|index| !usable.get(index).copied().unwrap_or(false)) {
             return;
         }
-        let interrupt = PendingInterrupt::new(vrings.len());
-        let mut idle: Vec<Queue> = vrings.iter().map(|_| Queue::default()).collect();
+        let result = self.with_queues(&mut states, &usable, |queues, interrupt| match work {
+            Work::Kick(index) => device.process_external_queue(index, mem, queues, interrupt),
+            Work::DeviceEvent => device.process_external_event(mem, queues, interrupt),
+        });
+        if let Err(error) = result {
+            self.stop_queue(kicked, &error);
+        }
+    }
+
+    /// Hands the queue the front-end is stopping (`GET_VRING_BASE`, after the vring was made
+    /// not ready) to a device with requests in flight, which returns them used; signals the
+    /// call eventfd if the device asks (the front-end still has it).
+    fn finish_stopped_queue(&self, index: usize) {
+        let vrings = lock(&self.vrings).clone();
+        let memory = lock(&self.memory).clone();
+        let (Some(memory), Ok(queue)) = (memory, u16::try_from(index)) else {
+            return;
+        };
+        if index >= vrings.len() {
+            // The worker never handed the vrings over: nothing was taken, nothing in flight.
+            return;
+        }
+        let mem = memory.memory();
+        let mut device = lock(&self.device);
+        let mut states: Vec<_> = vrings.iter().map(VringRwLock::get_mut).collect();
+        let handed: Vec<bool> = (0..states.len()).map(|other| other == index).collect();
+        let result = self.with_queues(&mut states, &handed, |queues, interrupt| {
+            device.process_external_queue(queue, &mem, queues, interrupt)
+        });
+        if let Err(error) = result {
+            tracing::warn!(
+                queue = index,
+                %error,
+                "{}: cannot return the requests in flight on the stopped queue",
+                self.name
+            );
+        }
+    }
+
+    /// Runs `work` on the queues of `states` (those not `handed` replaced by an idle queue,
+    /// which the device leaves alone), then signals the call eventfd of each queue the
+    /// device asked to interrupt the driver for.
+    fn with_queues(
+        &self,
+        states: &mut [RwLockWriteGuard<'_, VringState<AtomicMemory>>],
+        handed: &[bool],
+        work: impl FnOnce(&mut [&mut Queue], &PendingInterrupt) -> Result<(), DeviceError>,
+    ) -> Result<(), DeviceError> {
+        let interrupt = PendingInterrupt::new(states.len());
+        let mut idle: Vec<Queue> = states.iter().map(|_| Queue::default()).collect();
         let mut queues: Vec<&mut Queue> = states
             .iter_mut()
             .zip(idle.iter_mut())
-            .zip(&usable)
+            .zip(handed)
             .map(
-                |((state, idle), &usable)| {
-                    if usable { state.get_queue_mut() } else { idle }
+                |((state, idle), &handed)| {
+                    if handed { state.get_queue_mut() } else { idle }
                 },
             )
             .collect();
-        let result = match work {
-            Work::Kick(index) => device.process_external_queue(index, mem, &mut queues, &interrupt),
-            Work::DeviceEvent => device.process_external_event(mem, &mut queues, &interrupt),
-        };
+        let result = work(&mut queues, &interrupt);
         drop(queues);
         for (index, state) in states.iter().enumerate() {
             if interrupt.requested(index)
@@ -234,9 +314,7 @@ impl DeviceBackend {
                 tracing::warn!(index, %error, "{}: cannot signal the call eventfd", self.name);
             }
         }
-        if let Err(error) = result {
-            self.stop_queue(kicked, &error);
-        }
+        result
     }
 
     /// Which vrings the device may use: set up and enabled by the front-end, not stopped by
@@ -425,6 +503,9 @@ impl VhostUserBackend for DeviceBackend {
         let index = usize::try_from(queue_index).unwrap_or(usize::MAX);
         if let Some(stopped) = lock(&self.stopped).get_mut(index) {
             *stopped = false;
+        }
+        if self.finishes_stopped_queues {
+            self.finish_stopped_queue(index);
         }
         Ok(())
     }

@@ -9,7 +9,8 @@
 //! - [`backend::DeviceBackend`]: a device model behind `vhost-user-backend`'s
 //!   `VhostUserBackend` trait; queues are processed by the device's own code through
 //!   [`virtio::ExternalQueues`], the one implementation oxvmm also runs in-process, and a
-//!   device's own events (virtio-vsock's host sockets, virtio-net's TAP) are watched by the vring worker;
+//!   device's own events (virtio-vsock's host sockets, virtio-net's TAP, virtio-blk's I/O
+//!   thread completions) are watched by the vring worker;
 //! - [`server::Server`]: the listening socket, one front-end at a time, a fresh protocol state
 //!   and a device reset for each connection, so a front-end can reconnect;
 //! - [`reorder`]: the relay between the front-end's socket and the `vhost` crate's request

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use storage::{RawFile, RawFileError, RawFileOptions};
-use virtio::block::{Block, BlockError, BlockOptions};
+use virtio::block::{Block, BlockError, BlockOptions, IO_THREADS};
 use virtio::net::{Net, NetOptions, TapBackend, random_mac};
 use virtio::rng::Rng;
 use virtio::vsock::Vsock;
@@ -273,8 +273,11 @@ impl DeviceSpec {
                     serial: serial.clone(),
                     rate_limiter: None,
                 };
-                let block = Block::new(Box::new(disk), block_options)?;
-                Ok(DeviceBackend::new(Box::new(block), "virtio-blk"))
+                // Requests run on I/O threads, several in flight at once, as in oxvmm; the
+                // vring worker watches their completions (the device's own event).
+                let block =
+                    Block::new(Box::new(disk), block_options)?.with_io_threads(IO_THREADS)?;
+                Ok(DeviceBackend::new(Box::new(block), "virtio-blk").with_requests_in_flight())
             }
             Self::Rng { source } => {
                 let file = File::open(source).map_err(|error| BuildError::RngSource {

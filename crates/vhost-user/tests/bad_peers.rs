@@ -517,3 +517,165 @@ fn a_broken_vsock_rx_ring_stops_that_queue_when_host_data_arrives_without_a_kick
     backend.wait_for_log("front-end disconnected");
     assert_serves_again(&mut backend);
 }
+
+/// The fake front-end's virtio-blk requests: request `i` is descriptors `3i..3i+3` (a
+/// 16-byte header at [`BLK_HEADERS`]` + 16i`, [`BLK_DATA_LEN`] bytes of data at
+/// [`BLK_DATA`]` + BLK_DATA_LEN × i`, its status byte at [`BLK_STATUSES`]` + i`).
+const BLK_HEADERS: u64 = 0x8000;
+const BLK_STATUSES: u64 = 0x9000;
+const BLK_DATA: u64 = 0x40000;
+const BLK_DATA_LEN: u32 = 0x10000;
+/// Requests published at once: five chains of three fill the 16-entry queue.
+const BLK_REQUESTS: u16 = 5;
+const BLK_DISK_LEN: usize = 4 << 20;
+
+/// The disk image's initial byte at `offset`.
+fn disk_byte(offset: usize) -> u8 {
+    (offset % 251) as u8
+}
+
+fn blk_backend(dir: &TempDir) -> Backend {
+    let image = dir.join("disk.img");
+    let contents: Vec<u8> = (0..BLK_DISK_LEN).map(disk_byte).collect();
+    std::fs::write(&image, contents).unwrap();
+    Backend::start(dir, "blk", "blk", &format!("path={}", image.display()))
+}
+
+/// Publishes [`BLK_REQUESTS`] requests (reads, or writes of `fill` bytes when set) of
+/// consecutive 64 KiB at the start of the disk, all available at once (avail index 5).
+fn publish_blk_requests(mem: &GuestMemoryMmap, fill: Option<u8>) {
+    const VIRTIO_BLK_T_OUT: u32 = 1;
+    for request in 0..BLK_REQUESTS {
+        let i = u64::from(request);
+        let mut header = [0u8; 16];
+        if fill.is_some() {
+            header[..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
+        }
+        let sector = i * u64::from(BLK_DATA_LEN) / 512;
+        header[8..].copy_from_slice(&sector.to_le_bytes());
+        mem.write_slice(&header, GuestAddress(BLK_HEADERS + 16 * i))
+            .unwrap();
+        mem.write_obj(0xFFu8, GuestAddress(BLK_STATUSES + i))
+            .unwrap();
+        let data = BLK_DATA + u64::from(BLK_DATA_LEN) * i;
+        let data_flags = match fill {
+            Some(byte) => {
+                mem.write_slice(&vec![byte; BLK_DATA_LEN as usize], GuestAddress(data))
+                    .unwrap();
+                1
+            }
+            None => 1 | VRING_DESC_F_WRITE,
+        };
+        let head = 3 * request;
+        let chain: [(u64, u32, u16); 3] = [
+            (BLK_HEADERS + 16 * i, 16, 1),
+            (data, BLK_DATA_LEN, data_flags),
+            (BLK_STATUSES + i, 1, VRING_DESC_F_WRITE),
+        ];
+        for (n, (addr, len, flags)) in chain.iter().enumerate() {
+            let index = head + n as u16;
+            let mut descriptor = [0u8; 16];
+            descriptor[..8].copy_from_slice(&addr.to_le_bytes());
+            descriptor[8..12].copy_from_slice(&len.to_le_bytes());
+            descriptor[12..14].copy_from_slice(&flags.to_le_bytes());
+            descriptor[14..16].copy_from_slice(&(index + 1).to_le_bytes());
+            mem.write_slice(&descriptor, GuestAddress(DESC + 16 * u64::from(index)))
+                .unwrap();
+        }
+        mem.write_obj(head.to_le(), GuestAddress(AVAIL + 4 + 2 * i))
+            .unwrap();
+    }
+    mem.write_obj(BLK_REQUESTS.to_le(), GuestAddress(AVAIL + 2))
+        .unwrap();
+}
+
+fn used_idx(mem: &GuestMemoryMmap) -> u16 {
+    u16::from_le(mem.read_obj(GuestAddress(USED + 2)).unwrap())
+}
+
+/// The status bytes of the requests whose heads the used ring holds, in used order.
+fn used_statuses(mem: &GuestMemoryMmap) -> Vec<u8> {
+    (0..u64::from(used_idx(mem)))
+        .map(|slot| {
+            let id: u32 = mem.read_obj(GuestAddress(USED + 4 + 8 * slot)).unwrap();
+            let request = u64::from(u32::from_le(id)) / 3;
+            mem.read_obj(GuestAddress(BLK_STATUSES + request)).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn front_ends_vanishing_with_requests_in_flight_leave_the_next_one_served_right() {
+    // Arrange: front-ends that kick five 64 KiB writes (on eight I/O threads) and go at once.
+    let dir = TempDir::new("inflight");
+    let mut backend = blk_backend(&dir);
+    for round in 0..4u8 {
+        let mem = guest_memory(MEMORY_SIZE);
+        let mut frontend = negotiated(&backend, &mem, MEMORY_SIZE as u64);
+        let (_call, kick) = start_queue(&mut frontend, rings(&mem, DESC, AVAIL, USED)).unwrap();
+        publish_blk_requests(&mem, Some(0xA0 + round));
+        kick.write(1).unwrap();
+        drop(frontend);
+        // The memory goes too: requests in flight must hold their own mapping.
+        drop(mem);
+    }
+
+    // Act: the next front-end reads the five regions back.
+    let mem = guest_memory(MEMORY_SIZE);
+    let mut frontend = negotiated(&backend, &mem, MEMORY_SIZE as u64);
+    let (call, kick) = start_queue(&mut frontend, rings(&mem, DESC, AVAIL, USED)).unwrap();
+    publish_blk_requests(&mem, None);
+    kick.write(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while used_idx(&mem) < BLK_REQUESTS && Instant::now() < deadline {
+        called(&call);
+    }
+
+    // Assert: every read answered OK, each region whole: as it was or one round's writes.
+    assert_eq!(
+        used_statuses(&mem),
+        [0; BLK_REQUESTS as usize],
+        "{}",
+        backend.log()
+    );
+    for request in 0..u64::from(BLK_REQUESTS) {
+        let mut data = vec![0u8; BLK_DATA_LEN as usize];
+        let at = BLK_DATA + u64::from(BLK_DATA_LEN) * request;
+        mem.read_slice(&mut data, GuestAddress(at)).unwrap();
+        let start = (u64::from(BLK_DATA_LEN) * request) as usize;
+        let original = (start..start + data.len())
+            .map(disk_byte)
+            .eq(data.iter().copied());
+        let written = (0xA0..0xA4).any(|fill| data.iter().all(|&byte| byte == fill));
+        assert!(original || written, "region {request} is mixed");
+    }
+    assert_eq!(frontend.get_vring_base(0).unwrap(), u32::from(BLK_REQUESTS));
+    backend.assert_alive();
+}
+
+#[test]
+fn a_stopped_disk_ring_has_every_request_taken_used_before_its_position_is_answered() {
+    let dir = TempDir::new("stop");
+    let mut backend = blk_backend(&dir);
+    for _ in 0..10 {
+        let mem = guest_memory(MEMORY_SIZE);
+        let mut frontend = negotiated(&backend, &mem, MEMORY_SIZE as u64);
+        let (_call, kick) = start_queue(&mut frontend, rings(&mem, DESC, AVAIL, USED)).unwrap();
+        publish_blk_requests(&mem, None);
+
+        kick.write(1).unwrap();
+        // Give the worker thread time to take the requests; some may still run.
+        std::thread::sleep(Duration::from_micros(200));
+        let position = frontend.get_vring_base(0).unwrap();
+
+        let used = used_idx(&mem);
+        assert_eq!(
+            u32::from(used),
+            position,
+            "taken but not used:\n{}",
+            backend.log()
+        );
+        assert!(used_statuses(&mem).iter().all(|&status| status == 0));
+    }
+    backend.assert_alive();
+}

@@ -159,13 +159,25 @@ struct Driver<'a> {
 
 impl<'a> Driver<'a> {
     fn new(mem: &'a VirtioMemory, block: Block) -> Self {
+        let driver = Self::external(mem, block);
+        let mut block = driver.block;
+        block
+            .activate(
+                mem.clone(),
+                vec![driver.queue.queue()],
+                driver.interrupt.clone(),
+            )
+            .unwrap();
+        Self { block, ..driver }
+    }
+
+    /// A driver of a device whose queue is held outside it ([`ExternalQueues`], as the
+    /// vhost-user back-end does): not activated.
+    fn external(mem: &'a VirtioMemory, block: Block) -> Self {
         let queue = DriverQueue::new(mem, 0, QUEUE_SIZE);
         let interrupt = Arc::new(RecordingInterrupt::default());
         let mut block = block;
         block.ack_features(block.features());
-        block
-            .activate(mem.clone(), vec![queue.queue()], interrupt.clone())
-            .unwrap();
         Self {
             mem,
             queue,
@@ -593,5 +605,161 @@ fn a_disk_that_cannot_be_shared_is_refused_io_threads() {
             .to_string()
             .starts_with("cannot start 3 virtio-blk I/O threads"),
         "{error}"
+    );
+}
+
+#[test]
+fn external_queues_run_requests_on_the_io_threads_and_publish_on_the_completion_event() {
+    let disk = GatedDisk::new();
+    disk.gates.update(|state| state.closed = true);
+    let mem = guest_memory();
+    let mut driver = Driver::external(&mem, threaded(&disk, 2));
+    let mut queue = driver.queue.queue();
+    for request in 0..3 {
+        driver.read(8 * request);
+    }
+    let watched = driver.block.external_event_fd();
+
+    driver
+        .block
+        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
+        .unwrap();
+    disk.gates.wait_started(2);
+    let used_while_held = driver.queue.used_idx();
+    disk.gates.update(|state| state.closed = false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while driver.queue.used_idx() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{} used",
+            driver.queue.used_idx()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        driver
+            .block
+            .process_external_event(&mem, &mut [&mut queue], &*driver.interrupt)
+            .unwrap();
+    }
+
+    assert_eq!(watched, Some(driver.block.event.as_raw_fd()));
+    assert_eq!(used_while_held, 0, "both threads' requests were in flight");
+    assert_eq!(
+        (0..3).map(|r| driver.status(r)).collect::<Vec<_>>(),
+        [OK; 3]
+    );
+    assert_eq!(driver.data(2), pattern(16 * 512, 4096));
+    assert!(!driver.interrupt.queue_signals().is_empty());
+}
+
+#[test]
+fn an_external_queue_handed_over_stopped_gets_every_request_in_flight_used() {
+    let disk = GatedDisk::new();
+    disk.gates.update(|state| state.closed = true);
+    let mem = guest_memory();
+    let mut driver = Driver::external(&mem, threaded(&disk, 2));
+    let mut queue = driver.queue.queue();
+    for request in 0..4 {
+        driver.read(8 * request);
+    }
+    driver
+        .block
+        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
+        .unwrap();
+    disk.gates.wait_started(2);
+    let opener = open_gates_later(&disk, Duration::from_millis(50));
+
+    // The holder stops the queue (vhost-user GET_VRING_BASE) and hands it over once more.
+    queue.set_ready(false);
+    driver
+        .block
+        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
+        .unwrap();
+    let used_at_stop = driver.queue.used_idx();
+    let event_while_stopped =
+        driver
+            .block
+            .process_external_event(&mem, &mut [&mut queue], &*driver.interrupt);
+    opener.join().unwrap();
+
+    assert_eq!(used_at_stop, 2, "both requests in flight were used");
+    assert_eq!((queue.next_avail(), queue.next_used()), (2, 2));
+    assert_eq!((driver.status(0), driver.status(1)), (OK, OK));
+    assert!(event_while_stopped.is_ok());
+    assert_eq!(
+        disk.gates.started(),
+        2,
+        "nothing started on the stopped queue"
+    );
+    assert_eq!(driver.interrupt.queue_signals(), vec![0]);
+}
+
+#[test]
+fn without_io_threads_external_queues_stay_synchronous_and_watch_nothing() {
+    let disk = GatedDisk::new();
+    let mem = guest_memory();
+    let block = Block::new(Box::new(disk.clone()), BlockOptions::default()).unwrap();
+    let mut driver = Driver::external(&mem, block);
+    let mut queue = driver.queue.queue();
+    driver.read(0);
+
+    driver
+        .block
+        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
+        .unwrap();
+
+    assert!(driver.block.external_event_fd().is_none());
+    assert_eq!(driver.queue.used_idx(), 1, "answered before returning");
+    assert_eq!(driver.status(0), OK);
+}
+
+#[test]
+fn an_external_kick_runs_a_lone_request_inline_and_several_on_the_threads() {
+    let disk = GatedDisk::new();
+    let mem = guest_memory();
+    let mut driver = Driver::external(&mem, threaded(&disk, 2));
+    let mut queue = driver.queue.queue();
+    driver.read(0);
+
+    driver
+        .block
+        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
+        .unwrap();
+    let used_after_lone = driver.queue.used_idx();
+    disk.gates.update(|state| state.closed = true);
+    driver.read(8);
+    driver.read(16);
+    // Inline, the held reads would never return.
+    driver
+        .block
+        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
+        .unwrap();
+    disk.gates.wait_started(3);
+    let used_while_held = driver.queue.used_idx();
+    disk.gates.update(|state| state.closed = false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while driver.queue.used_idx() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{} used",
+            driver.queue.used_idx()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        driver
+            .block
+            .process_external_event(&mem, &mut [&mut queue], &*driver.interrupt)
+            .unwrap();
+    }
+
+    assert_eq!(
+        used_after_lone, 1,
+        "the lone request was answered before returning"
+    );
+    assert_eq!(
+        used_while_held, 1,
+        "two requests were handed to the threads"
+    );
+    assert_eq!(
+        (0..3).map(|r| driver.status(r)).collect::<Vec<_>>(),
+        [OK; 3]
     );
 }
