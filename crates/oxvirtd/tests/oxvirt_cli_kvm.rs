@@ -122,6 +122,21 @@ impl Clients<'_> {
     }
 }
 
+/// Waits until running domain `name` and its vCPU have used some CPU time (counted in clock
+/// ticks, it is 0 for the first ~10 ms): virsh prints no "CPU time" line before, so two
+/// clients asked a moment apart would differ.
+fn wait_for_cpu_time(daemon: &TestDaemon, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let used = |command| daemon.virsh_ok(&[command, name]).contains("CPU time:");
+    while !(used("dominfo") && used("vcpuinfo")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} used no CPU time in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Lines whose value changes between two calls (CPU times, the host CPU a vCPU is on), with
 /// the value cut off.
 fn mask_cpu(output: &str) -> String {
@@ -225,6 +240,7 @@ fn oxvirt_prints_what_virsh_prints_through_a_domain_life_kvm() {
         "running (booted)\n\n"
     );
     let uri = daemon.uri();
+    wait_for_cpu_time(&daemon, "life");
     let (info, _) = cli.same_masked(&uri, &["dominfo", "life"], mask_cpu);
     for line in [
         "Id:             1",
@@ -360,6 +376,7 @@ fn oxvirt_event_loop_sees_what_virsh_sees_kvm() {
 
     // Act: a transient domain's life.
     let created = cli.ok(&["create", file]);
+    wait_for_cpu_time(&daemon, "trans");
     let (info, _) = cli.same_masked(&daemon.uri(), &["dominfo", "trans"], mask_cpu);
     cli.ok(&["destroy", "trans"]);
     let list = cli.same(&["list", "--all", "--name"]);
