@@ -69,10 +69,23 @@ fn snapshot_mid_run(
     (restored, at_snapshot)
 }
 
-#[test]
-fn kvm_blk_snapshot_with_reads_in_flight_restores_and_finishes_the_run() {
-    require_kvm();
-    let dir = temp_dir("blk-snap-reads");
+/// How a benchmark run that went through snapshots ended.
+struct RestoredRun {
+    dir: std::path::PathBuf,
+    image: std::path::PathBuf,
+    /// The guest's `TEST <scenario> …` line after the restore.
+    line: String,
+    status: Option<i32>,
+    stderr: String,
+    /// Requests the disk had done when the last snapshot was taken, and in the whole run.
+    at_snapshot: u64,
+    total: u64,
+}
+
+/// Runs `scenario` (128 MiB in 64 KiB requests, 8 in flight) on a stamped image through
+/// [`snapshot_mid_run`], and waits for the restored guest to finish.
+fn run_through_snapshots(tag: &str, scenario: &str) -> RestoredRun {
+    let dir = temp_dir(tag);
     let image = dir.join("disk.img");
     stamped_image(&image, 128);
     let params = BlkBenchParams {
@@ -81,59 +94,61 @@ fn kvm_blk_snapshot_with_reads_in_flight_restores_and_finishes_the_run() {
         qd: 8,
     };
     let total = params.requests();
+    let (mut restored, at_snapshot) = snapshot_mid_run(&dir, &image, scenario, params, total / 8);
+    let prefix = format!("TEST {scenario} ");
+    let line = restored.expect_line(|l| l.starts_with(&prefix), TIMEOUT);
+    let status = restored.wait(TIMEOUT);
+    RestoredRun {
+        stderr: restored.stderr(),
+        dir,
+        image,
+        line,
+        status,
+        at_snapshot,
+        total,
+    }
+}
 
-    let (mut restored, at_snapshot) = snapshot_mid_run(
-        &dir,
-        &image,
-        protocol::BLK_BENCH_RAND_READ,
-        params,
-        total / 8,
+#[test]
+fn kvm_blk_snapshot_with_reads_in_flight_restores_and_finishes_the_run() {
+    require_kvm();
+
+    let run = run_through_snapshots("blk-snap-reads", protocol::BLK_BENCH_RAND_READ);
+
+    assert!(
+        run.at_snapshot < run.total,
+        "the snapshot came after the run"
     );
-    let line = restored.expect_line(|l| l.starts_with("TEST blk-bench-rand-read "), TIMEOUT);
-
-    assert!(at_snapshot < total, "the snapshot came after the run");
     // The guest checks the stamp of every block it reads, and waits for every request.
     assert!(
-        line.starts_with("TEST blk-bench-rand-read PASS"),
-        "{line}\n{}",
-        restored.stderr()
+        run.line.starts_with("TEST blk-bench-rand-read PASS"),
+        "{}\n{}",
+        run.line,
+        run.stderr
     );
-    assert_eq!(restored.wait(TIMEOUT), Some(0));
-    std::fs::remove_dir_all(dir).unwrap();
+    assert_eq!(run.status, Some(0));
+    std::fs::remove_dir_all(run.dir).unwrap();
 }
 
 #[test]
 fn kvm_blk_snapshot_with_writes_in_flight_restores_and_every_block_is_written() {
     require_kvm();
-    let dir = temp_dir("blk-snap-writes");
-    let image = dir.join("disk.img");
-    stamped_image(&image, 128);
-    let params = BlkBenchParams {
-        mib: 128,
-        req_kib: 64,
-        qd: 8,
-    };
-    let total = params.requests();
 
-    let (mut restored, at_snapshot) = snapshot_mid_run(
-        &dir,
-        &image,
-        protocol::BLK_BENCH_SEQ_WRITE,
-        params,
-        total / 8,
-    );
-    let line = restored.expect_line(|l| l.starts_with("TEST blk-bench-seq-write "), TIMEOUT);
-    let status = restored.wait(TIMEOUT);
+    let run = run_through_snapshots("blk-snap-writes", protocol::BLK_BENCH_SEQ_WRITE);
 
-    assert!(at_snapshot < total, "the snapshot came after the run");
     assert!(
-        line.starts_with("TEST blk-bench-seq-write PASS"),
-        "{line}\n{}",
-        restored.stderr()
+        run.at_snapshot < run.total,
+        "the snapshot came after the run"
     );
-    assert_eq!(status, Some(0));
-    let written = std::fs::read(&image).unwrap();
+    assert!(
+        run.line.starts_with("TEST blk-bench-seq-write PASS"),
+        "{}\n{}",
+        run.line,
+        run.stderr
+    );
+    assert_eq!(run.status, Some(0));
+    let written = std::fs::read(&run.image).unwrap();
     protocol::blk_bench_check_stamps(&written, 0, Some(BLK_BENCH_GUEST_TAG))
         .unwrap_or_else(|bad| panic!("after the restored run: {bad}"));
-    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(run.dir).unwrap();
 }

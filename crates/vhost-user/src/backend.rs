@@ -532,7 +532,6 @@ impl VhostUserBackend for DeviceBackend {
 
 #[cfg(test)]
 mod tests {
-    use std::fs::File;
 
     use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap, MmapRegion};
 
@@ -547,19 +546,8 @@ mod tests {
 
     /// Guest memory of `len` bytes mapped from a temporary file of `file_len` bytes.
     fn file_memory(len: usize, file_len: u64) -> VirtioMemory {
-        // Tests run in parallel: every call needs a name of its own.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("oxvirt-vu-mem-{}-{call}-{len}", std::process::id()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        // An unlinked file of a unique name (tests run in parallel).
+        let file = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
         file.set_len(file_len).unwrap();
         let region = MmapRegion::from_file(FileOffset::new(file, 0), len).unwrap();
         VirtioMemory::from_regions(vec![GuestRegionMmap::new(region, GuestAddress(0)).unwrap()])

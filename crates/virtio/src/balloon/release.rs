@@ -111,7 +111,6 @@ fn invalid_input(message: String) -> io::Error {
 
 #[cfg(test)]
 mod tests {
-    use std::fs::OpenOptions;
     use std::os::unix::fs::FileExt;
 
     use vm_memory::{Bytes, FileOffset};
@@ -177,15 +176,7 @@ mod tests {
 
     #[test]
     fn a_shared_file_mapping_gets_a_hole_punched() {
-        let path = std::env::temp_dir().join(format!("oxvirt-balloon-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let file = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
         file.set_len(0x1_0000).unwrap();
         let backing = FileOffset::new(file.try_clone().unwrap(), 0);
         let mem =

@@ -229,6 +229,26 @@ impl<'a> Driver<'a> {
         self.publish(blk::VIRTIO_BLK_T_IN, sector)
     }
 
+    /// A kick of the queue held outside the device (`queue`), as the vhost-user worker gives.
+    fn kick_external(&mut self, queue: &mut Queue) {
+        self.block
+            .process_external_queue(0, self.mem, &mut [queue], &*self.interrupt)
+            .unwrap();
+    }
+
+    /// Answers completion events on the queue held outside the device (as the vhost-user
+    /// worker does) until `count` requests are used; at most 5 s.
+    fn pump_external_until_used(&mut self, queue: &mut Queue, count: u16) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.queue.used_idx() < count {
+            assert!(Instant::now() < deadline, "{} used", self.queue.used_idx());
+            std::thread::sleep(Duration::from_millis(1));
+            self.block
+                .process_external_event(self.mem, &mut [&mut *queue], &*self.interrupt)
+                .unwrap();
+        }
+    }
+
     /// Processes the queue (as the event loop does on each completion event) until `count`
     /// requests are used; at most 5 s.
     fn pump_until_used(&mut self, count: u16) {
@@ -620,26 +640,11 @@ fn external_queues_run_requests_on_the_io_threads_and_publish_on_the_completion_
     }
     let watched = driver.block.external_event_fd();
 
-    driver
-        .block
-        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
-        .unwrap();
+    driver.kick_external(&mut queue);
     disk.gates.wait_started(2);
     let used_while_held = driver.queue.used_idx();
     disk.gates.update(|state| state.closed = false);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while driver.queue.used_idx() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "{} used",
-            driver.queue.used_idx()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-        driver
-            .block
-            .process_external_event(&mem, &mut [&mut queue], &*driver.interrupt)
-            .unwrap();
-    }
+    driver.pump_external_until_used(&mut queue, 3);
 
     assert_eq!(watched, Some(driver.block.event.as_raw_fd()));
     assert_eq!(used_while_held, 0, "both threads' requests were in flight");
@@ -661,19 +666,13 @@ fn an_external_queue_handed_over_stopped_gets_every_request_in_flight_used() {
     for request in 0..4 {
         driver.read(8 * request);
     }
-    driver
-        .block
-        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
-        .unwrap();
+    driver.kick_external(&mut queue);
     disk.gates.wait_started(2);
     let opener = open_gates_later(&disk, Duration::from_millis(50));
 
     // The holder stops the queue (vhost-user GET_VRING_BASE) and hands it over once more.
     queue.set_ready(false);
-    driver
-        .block
-        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
-        .unwrap();
+    driver.kick_external(&mut queue);
     let used_at_stop = driver.queue.used_idx();
     let event_while_stopped =
         driver
@@ -702,10 +701,7 @@ fn without_io_threads_external_queues_stay_synchronous_and_watch_nothing() {
     let mut queue = driver.queue.queue();
     driver.read(0);
 
-    driver
-        .block
-        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
-        .unwrap();
+    driver.kick_external(&mut queue);
 
     assert!(driver.block.external_event_fd().is_none());
     assert_eq!(driver.queue.used_idx(), 1, "answered before returning");
@@ -720,35 +716,17 @@ fn an_external_kick_runs_a_lone_request_inline_and_several_on_the_threads() {
     let mut queue = driver.queue.queue();
     driver.read(0);
 
-    driver
-        .block
-        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
-        .unwrap();
+    driver.kick_external(&mut queue);
     let used_after_lone = driver.queue.used_idx();
     disk.gates.update(|state| state.closed = true);
     driver.read(8);
     driver.read(16);
     // Inline, the held reads would never return.
-    driver
-        .block
-        .process_external_queue(0, &mem, &mut [&mut queue], &*driver.interrupt)
-        .unwrap();
+    driver.kick_external(&mut queue);
     disk.gates.wait_started(3);
     let used_while_held = driver.queue.used_idx();
     disk.gates.update(|state| state.closed = false);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while driver.queue.used_idx() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "{} used",
-            driver.queue.used_idx()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-        driver
-            .block
-            .process_external_event(&mem, &mut [&mut queue], &*driver.interrupt)
-            .unwrap();
-    }
+    driver.pump_external_until_used(&mut queue, 3);
 
     assert_eq!(
         used_after_lone, 1,

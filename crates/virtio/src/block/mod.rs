@@ -441,9 +441,7 @@ impl Block {
         interrupt: &dyn VirtioInterrupt,
     ) -> Result<(), DeviceError> {
         let mut used_any = false;
-        while self.in_flight > 0 {
-            let Some(io) = &self.io else { break };
-            let completions = io.wait_completions();
+        while let Some(completions) = self.wait_for_completions() {
             used_any |= self.publish(mem, queue, completions)?;
         }
         notify(mem, queue, interrupt, used_any)
@@ -452,9 +450,8 @@ impl Block {
     /// Waits for every request in flight and forgets them (the queue is being reset: they
     /// must not be published, but their threads must be done with guest memory).
     fn drop_in_flight(&mut self) {
-        while self.in_flight > 0 {
-            let Some(io) = &self.io else { break };
-            for done in io.wait_completions() {
+        while let Some(completions) = self.wait_for_completions() {
+            for done in completions {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if done.status == Status::Ok {
                     self.count(done.request);
@@ -462,6 +459,13 @@ impl Block {
             }
         }
         self.in_flight = 0;
+    }
+
+    /// While requests are in flight: waits until some finish and takes them. `None` when
+    /// nothing is in flight.
+    fn wait_for_completions(&self) -> Option<Vec<Completion>> {
+        let io = self.io.as_ref().filter(|_| self.in_flight > 0)?;
+        Some(io.wait_completions())
     }
 
     /// Whether the requests an external queue's holder asks for now go to the I/O threads:
