@@ -54,11 +54,9 @@ static void print_info(const struct blk *b, const struct pci_device *pci)
 /* Finds and opens the device and prints its line; NULL after printing the FAIL line. */
 struct blk *blk_scenario_open(const char *name, unsigned pci_flags)
 {
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_BLOCK);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-blk device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_BLOCK, "virtio-blk");
+	if (pci == NULL)
 		return NULL;
-	}
 	if (!blk_open(&blk, pci, &blk_ring)) {
 		blk_close(&blk);
 		scenario_fail(name, blk.error);

@@ -20,6 +20,7 @@
 #include "smp.h"
 #include "string.h"
 #include "timer.h"
+#include "virtio.h"
 #include "virtio_balloon.h"
 #include "virtio_console.h"
 #include "virtio_msix.h"
@@ -88,6 +89,18 @@ void scenario_pass(const char *name, const char *details)
 void scenario_fail(const char *name, const char *reason)
 {
 	kprintf("TEST %s FAIL %s\n", name, reason);
+}
+
+const struct pci_device *scenario_virtio_device(const char *name, unsigned pci_flags,
+						uint16_t virtio_id, const char *what)
+{
+	const struct pci_device *pci = virtio_find(pci_flags, virtio_id);
+	if (pci == NULL) {
+		char why[48];
+		ksnprintf(why, sizeof(why), "no %s device", what);
+		scenario_fail(name, why);
+	}
+	return pci;
 }
 
 static void run_serial(const struct ctx *ctx)

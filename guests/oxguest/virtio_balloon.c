@@ -344,11 +344,9 @@ void run_balloon(const char *name, const struct boot_info *info, unsigned pci_fl
 	char details[48];
 	memset(r, 0, sizeof(*r));
 	r->usable = e820_usable_bytes(info);
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_BALLOON);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-balloon device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_BALLOON, "virtio-balloon");
+	if (pci == NULL)
 		return;
-	}
 	bool ok = setup(r, pci);
 	if (ok) {
 		print_info(r, pci);

@@ -159,11 +159,9 @@ static bool receive_line(struct console_run *r)
 static bool open_console(struct console_run *r, const char *name, unsigned pci_flags)
 {
 	memset(r, 0, sizeof(*r));
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_CONSOLE);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-console device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_CONSOLE, "virtio-console");
+	if (pci == NULL)
 		return false;
-	}
 	if (!setup(r, pci)) {
 		if (r->dev.common != 0)
 			virtio_reset(&r->dev);

@@ -264,11 +264,9 @@ void run_virtio_msix(const char *name, unsigned pci_flags)
 	char details[48];
 	memset(r, 0, sizeof(*r));
 	oxguest_msix_hits = 0;
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_RNG);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-rng device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_RNG, "virtio-rng");
+	if (pci == NULL)
 		return;
-	}
 	bool ok = find_msix(r, pci) && find_lapic(r) && setup(r, pci) && exercise(r);
 	if (r->dev.common != 0)
 		virtio_reset(&r->dev);

@@ -80,11 +80,9 @@ static bool read_mac(struct net_run *r)
 static bool open_net(struct net_run *r, const char *name, unsigned pci_flags)
 {
 	memset(r, 0, sizeof(*r));
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_NET);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-net device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_NET, "virtio-net");
+	if (pci == NULL)
 		return false;
-	}
 	bool ok = virtio_open(&r->dev, pci) && virtio_negotiate(&r->dev, VIRTIO_NET_F_MAC) &&
 		  virtq_init(&r->dev, &r->rx, RX_QUEUE, &rx_ring) &&
 		  virtq_init(&r->dev, &r->tx, TX_QUEUE, &tx_ring);

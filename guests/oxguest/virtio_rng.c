@@ -162,11 +162,9 @@ void run_virtio_rng(const char *name, unsigned pci_flags)
 	memset(rng_bytes, 0, sizeof(rng_bytes));
 	for (int i = 0; i < RNG_REQUESTS; i++)
 		r->in_flight[i] = NONE_IN_FLIGHT;
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_RNG);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-rng device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_RNG, "virtio-rng");
+	if (pci == NULL)
 		return;
-	}
 	bool ok = setup(r, pci) && fetch(r) && check_bytes(r);
 	if (r->dev.common != 0) {
 		print_info(r, pci);

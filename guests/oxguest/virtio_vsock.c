@@ -478,11 +478,9 @@ static bool start(struct vsock *v, const char *name, const char *cmdline, unsign
 	}
 	v->listen_first = (uint32_t)port;
 	v->listen_count = (uint32_t)ports;
-	const struct pci_device *pci = virtio_find(pci_flags, VIRTIO_ID_VSOCK);
-	if (pci == NULL) {
-		scenario_fail(name, "no virtio-vsock device");
+	const struct pci_device *pci = scenario_virtio_device(name, pci_flags, VIRTIO_ID_VSOCK, "virtio-vsock");
+	if (pci == NULL)
 		return false;
-	}
 	if (!setup(v, pci)) {
 		scenario_fail(name, v->why);
 		return false;
