@@ -395,33 +395,16 @@ impl HostDisk {
         })
     }
 
-    /// One timed run of `workload`: synchronous requests, one at a time.
+    /// One timed run of `workload`: synchronous requests, one at a time (the loop of
+    /// [`HostDisk::run_at_depth`]'s threads, on this thread).
     fn run(&mut self, workload: Workload, params: BlkBenchParams) -> anyhow::Result<Sample> {
         let req = params.req_bytes() as usize;
         let offsets = request_offsets(workload, params, self.len);
         let buffer = &mut self.buffer.as_mut_slice()[..req];
         let start = Instant::now();
-        for &offset in &offsets {
-            if workload.writes() {
-                protocol::blk_bench_stamp(buffer, offset, BLK_BENCH_HOST_TAG);
-                self.file
-                    .write_all_at(buffer, offset)
-                    .with_context(|| format!("host write at {offset}"))?;
-            } else {
-                self.file
-                    .read_exact_at(buffer, offset)
-                    .with_context(|| format!("host read at {offset}"))?;
-                protocol::blk_bench_check_stamps(buffer, offset, None)
-                    .map_err(|bad| anyhow::anyhow!("host read at {offset}: {bad}"))?;
-            }
-        }
-        let elapsed = start.elapsed();
-        Ok(Sample {
-            bytes: params.bytes(),
-            requests: offsets.len() as u64,
-            elapsed,
-            times: None,
-        })
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        host_requests(&self.file, workload, buffer, &next, &offsets)?;
+        Ok(host_sample(params, &offsets, start.elapsed()))
     }
 
     /// One timed run of `workload` with `qd` requests in flight: `qd` threads, each doing the
@@ -457,13 +440,7 @@ impl HostDisk {
                     .unwrap_or_else(|_| bail!("a host I/O thread panicked"))
             })
         })?;
-        let elapsed = start.elapsed();
-        Ok(Sample {
-            bytes: params.bytes(),
-            requests: offsets.len() as u64,
-            elapsed,
-            times: None,
-        })
+        Ok(host_sample(params, &offsets, start.elapsed()))
     }
 
     /// Reads the whole file once (through the page cache when the file is not `O_DIRECT`).
@@ -514,6 +491,16 @@ fn host_requests(
         }
     }
     Ok(())
+}
+
+/// What a host run of `params` over `offsets` measured.
+fn host_sample(params: BlkBenchParams, offsets: &[u64], elapsed: Duration) -> Sample {
+    Sample {
+        bytes: params.bytes(),
+        requests: offsets.len() as u64,
+        elapsed,
+        times: None,
+    }
 }
 
 /// The offsets a run of `workload` uses, in order: the guest's, computed the same way.
