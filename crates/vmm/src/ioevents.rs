@@ -2,8 +2,11 @@
 //! queue's notify address, so the vCPU does not exit to userspace; the event loop then has the
 //! device process the queue.
 //!
-//! Registrations follow the device's BAR: the PCI root reports BAR moves, and every queue's
-//! address is checked again. A new KVM VM (after a reboot) starts with none registered.
+//! Registrations follow the device's BAR: the PCI root reports BAR moves (from a vCPU's
+//! configuration write, with the root locked), and the vCPU that made the write checks every
+//! queue's address again before it runs the guest again ([`IoEvents::sync_if_moved`]), so the
+//! guest's next notification finds the new registration. A new KVM VM (after a reboot, or a
+//! restore, whose BARs were set before) is synced when it is attached, with none registered.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,11 +122,7 @@ struct QueueEvent {
 pub struct IoEvents {
     queues: Vec<Arc<QueueEvent>>,
     vm: RwLock<Option<Arc<hypervisor::Vm>>>,
-    /// Written when a BAR moves, so the event loop re-registers.
-    remapped: Arc<EventFd>,
-    /// Set when a BAR moves; the vCPU that moved it re-registers before it runs the guest
-    /// again ([`IoEvents::sync_if_moved`]), so the guest's next notification finds the new
-    /// registration rather than depending on when the event loop gets to it.
+    /// Set when a BAR moves, cleared by [`IoEvents::sync`].
     moved: Arc<AtomicBool>,
 }
 
@@ -152,7 +151,6 @@ impl IoEvents {
         Ok(IoEvents {
             queues,
             vm: RwLock::new(None),
-            remapped: Arc::new(EventFd::new(EFD_NONBLOCK)?),
             moved: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -160,7 +158,6 @@ impl IoEvents {
     /// The observer to give the PCI root.
     pub fn bar_observer(&self) -> Arc<dyn PciBarObserver> {
         Arc::new(BarWatcher {
-            remapped: self.remapped.clone(),
             moved: self.moved.clone(),
         })
     }
@@ -208,26 +205,20 @@ impl IoEvents {
         }
     }
 
-    /// Event-loop subscribers: one per queue, and one for BAR moves.
+    /// Event-loop subscribers: one per queue.
     pub fn subscribers(self: &Arc<Self>) -> Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> {
-        let mut subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> = self
-            .queues
+        self.queues
             .iter()
             .map(|queue| {
                 Arc::new(Mutex::new(QueueSubscriber {
                     event: queue.clone(),
                 })) as Arc<Mutex<dyn MutEventSubscriber + Send>>
             })
-            .collect();
-        subscribers.push(Arc::new(Mutex::new(RemapSubscriber {
-            events: self.clone(),
-        })));
-        subscribers
+            .collect()
     }
 }
 
 struct BarWatcher {
-    remapped: Arc<EventFd>,
     moved: Arc<AtomicBool>,
 }
 
@@ -239,12 +230,9 @@ impl PciBarObserver for BarWatcher {
         _old: Option<BusRange>,
         _new: Option<BusRange>,
     ) {
-        // Called with the PCI root locked (from a vCPU's config write): only mark the move
-        // (that vCPU re-registers once the write is done) and wake the loop.
+        // Called with the PCI root locked (from a vCPU's config write): only mark the move;
+        // that vCPU re-registers once the write is done.
         self.moved.store(true, Ordering::Release);
-        if let Err(e) = self.remapped.write(1) {
-            tracing::warn!("cannot signal a BAR move: {e}");
-        }
     }
 }
 
@@ -302,25 +290,6 @@ impl MutEventSubscriber for QueueSubscriber {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 tracing::error!("cannot watch queue {}'s events: {e:?}", self.event.queue);
             }
-        }
-    }
-}
-
-struct RemapSubscriber {
-    events: Arc<IoEvents>,
-}
-
-impl MutEventSubscriber for RemapSubscriber {
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        if self.events.remapped.read().is_ok() {
-            self.events.sync();
-        }
-    }
-
-    fn init(&mut self, ops: &mut EventOps) {
-        let fd = self.events.remapped.as_raw_fd();
-        if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-            tracing::error!("cannot watch BAR moves: {e:?}");
         }
     }
 }
